@@ -1,0 +1,40 @@
+# The commands people use. Each one installs what it needs first.
+#   make train [CONFIG=configs/...yaml] [ARGS="train.epochs=2 ..."] [NPROC=n]
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+CONFIG  ?= configs/demo/sskt.yaml
+ARGS    ?=
+NPROC   ?= 1
+SEEDS   ?= 0 1
+
+.PHONY: setup test train demo demo-sources cache bench clean-runs
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q tests
+
+# The embedded demo needs its two stand-in sources, pretrained once and reused.
+train: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources)
+ifeq ($(NPROC),1)
+	$(PY) -m engine.train --config $(CONFIG) $(ARGS)
+else
+	$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m engine.train --config $(CONFIG) $(ARGS)
+endif
+
+demo-sources: setup
+	$(PY) -m tools.demo_sources
+
+# Scratch vs SSKT with each source set, SEEDS seeds each, as a mean +- std table.
+demo: demo-sources
+	$(PY) -m tools.demo --seeds $(SEEDS)
+
+clean-runs:
+	rm -rf runs

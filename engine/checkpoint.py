@@ -1,0 +1,56 @@
+"""Checkpoints, written so that a half-written one never looks complete.
+
+- `checkpoints/last/`: the whole training state (Accelerate's save_state: model,
+  optimizer, scheduler, RNG states) plus `trainer.json` (epoch, best); saved to
+  a temporary folder and renamed into place.
+- `checkpoints/best.pt`, `epoch_XXX.pt`: the deployed target only (no heads), as
+  {"arch", "num_classes", "state_dict"}: loadable by models.sources as a
+  `checkpoint` source, so a trained target can teach another run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+STATE_DIR = "last"
+TRAINER_FILE = "trainer.json"
+
+
+def save_training_state(accelerator, folder: Path, trainer_state: dict) -> None:
+    final = folder / STATE_DIR
+    tmp = folder / f".{STATE_DIR}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        (tmp / TRAINER_FILE).write_text(json.dumps(trainer_state))
+        old = folder / f".{STATE_DIR}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_training_state(accelerator, folder: Path) -> dict | None:
+    """The trainer state of the last complete checkpoint, after restoring it; None if there is none."""
+    final = folder / STATE_DIR
+    if not (final / TRAINER_FILE).exists():
+        old = folder / f".{STATE_DIR}.old"  # a crash between the two renames leaves the previous one here
+        if not (old / TRAINER_FILE).exists():
+            return None
+        final = old
+    accelerator.load_state(str(final))
+    return json.loads((final / TRAINER_FILE).read_text())
+
+
+def save_deployed(state_dict: dict, arch: str, num_classes: int, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"arch": arch, "num_classes": num_classes, "state_dict": state_dict}, tmp)
+    os.replace(tmp, path)

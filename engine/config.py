@@ -1,0 +1,198 @@
+"""Experiment configuration: one YAML file per experiment, validated before any work.
+
+    python -m engine.train --config configs/cifar10/resnet20_sskt_PI.yaml optim.lr=0.05 sources.0.cache=off
+
+Every field, its type and its default is below. Overrides are `dotted.key=value`
+with the value parsed as YAML (so `train.epochs=2`, `sources=[]` work); list items
+are addressed by position (`sources.1.weights=...`). Any error is a `ConfigError`
+whose message names the file and key; the entry point turns it into exit status 2.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """One line that names the file, key or value at fault."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    dataset: Literal["cifar10", "cifar100", "stl10", "voc2007", "procedural"]
+    root: Path = Path("data")
+    download: bool = False  # fetch through torchvision when missing (needs network)
+    image_size: int | None = None  # base size for file data sets (VOC); arrays keep their own
+    pad: int = 4  # views are pad-`pad` crops x flips of the base image
+    views: int = 162  # K views per training sample (2 = original + mirror; 162 = every pad-4 crop x flip)
+    loader: Literal["torch", "resident", "dali"] = "torch"
+    workers: int = 2
+    batch_size: int = 128  # global batch, split across processes
+    eval_batch_size: int = 256
+    limit: int | None = None  # use only the first N training samples (quick trials)
+    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+    std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+    procedural: dict = Field(default_factory=dict)  # options of the embedded procedural data set
+
+
+class ModelConfig(Strict):
+    target: str  # a name in models.registry (resnet20, resnet18, vgg16_bn, ...)
+    head: Literal["transfer_module", "linear"] = "transfer_module"
+
+
+class ResizeConfig(Strict):
+    """How target images are resized for a source: by a factor (paper: 7/3 for CIFAR/STL) or to a size."""
+    scale: float | None = None
+    size: int | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.scale is None) == (self.size is None):
+            raise ValueError("give exactly one of resize.scale and resize.size")
+        return self
+
+
+class SourceConfig(Strict):
+    name: str  # also the auxiliary head's name and the key of its outputs
+    format: Literal["torchvision", "places365", "checkpoint"]
+    arch: str  # torchvision architecture (resnet50, ...) or a models.registry name for local checkpoints
+    weights: str | None = None  # torchvision weights enum (IMAGENET1K_V1) or a file path
+    num_classes: int | None = None  # read from the weights when omitted
+    resize: ResizeConfig = Field(default_factory=lambda: ResizeConfig(scale=7 / 3))
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    cache: Literal["off", "auto", "required", "rebuild"] = "auto"
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+
+class MethodConfig(Strict):
+    name: Literal["scratch", "sskt"] = "sskt"
+    task_loss: Literal["ce", "focal", "bce"] = "ce"
+    aux_loss: Literal["kd", "soft_ce", "ce", "focal"] = "kd"
+    alpha: float = 0.1  # weight of the auxiliary terms
+    temperature: float = 3.0
+    aux_reduction: Literal["mean", "batchmean"] = "batchmean"  # reference KD: 'mean' (over batch x classes)
+    focal_gamma: float = 2.0
+
+
+class OptimConfig(Strict):
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: Literal["multistep", "cosine"] = "multistep"
+    milestones: list[int] = Field(default_factory=lambda: [60, 120, 160])
+    gamma: float = 0.2
+    warmup_epochs: int = 0
+
+
+class TrainConfig(Strict):
+    epochs: int = 200
+    precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
+    grad_accum: int = 1
+    resume: Literal["auto", "never"] = "auto"
+    checkpoint_every: int = 0  # also keep epoch_XXX.pt every N epochs (0: never)
+    sync_bn: bool = True  # multi-process BatchNorm over the global batch, as one process would see it
+    progress: bool = True
+
+
+class RunConfig(Strict):
+    root: Path = Path("runs")
+    name: str | None = None  # default: the config's path under configs/, without .yaml
+
+
+class Config(Strict):
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig
+    sources: list[SourceConfig] = Field(default_factory=list)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sources: names must be unique, got {names}")
+        if self.method.name == "sskt" and not self.sources:
+            raise ValueError("method.name: sskt needs at least one entry in sources")
+        if self.method.name == "scratch" and self.sources:
+            raise ValueError("method.name: scratch uses no sources; set sources=[]")
+        return self
+
+    def run_dir(self) -> Path:
+        return self.run.root / (self.run.name or "default") / f"seed{self.seed}"
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        apply_override(raw, item, path)
+    raw.setdefault("run", {}).setdefault("name", default_run_name(path))
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        raise ConfigError(f"{path}: {key}: {err['msg']}{value}") from None
+
+
+def apply_override(raw: dict, item: str, path: Path) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected key=value")
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: i + 1]), create=True, item=item)
+    last = parts[-1]
+    value = yaml.safe_load(text)
+    if isinstance(node, list):
+        _child(node, last, key, create=False, item=item)
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def _child(node, part: str, where: str, create: bool, item: str):
+    if isinstance(node, list):
+        if not part.isdigit() or int(part) >= len(node):
+            raise ConfigError(f"override {item!r}: {where} is not an item of a list of {len(node)}")
+        return node[int(part)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {item!r}: {where} is not a section")
+    if part not in node and create:
+        node[part] = {}
+    return node[part]
+
+
+def default_run_name(path: Path) -> str:
+    parts = path.resolve().with_suffix("").parts
+    if "configs" in parts:
+        return "/".join(parts[len(parts) - parts[::-1].index("configs"):])
+    return path.stem
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

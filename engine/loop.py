@@ -1,0 +1,78 @@
+"""One Accelerate loop for every method, model and device count.
+
+The loop moves batches through model -> source outputs -> method loss; what the
+loss is, which sources exist and whether their outputs are live or cached is
+decided before the loop starts.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+
+def train_one_epoch(accelerator, model, method, source_outputs, loader, optimizer, epoch: int,
+                    epochs: int, show_progress: bool) -> dict[str, float]:
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    seen = torch.zeros((), device=accelerator.device)
+    correct = torch.zeros((), device=accelerator.device)
+    start = time.perf_counter()
+    bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=False,
+               disable=not (show_progress and accelerator.is_local_main_process), dynamic_ncols=True)
+    for batch in loader.epoch(epoch):
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                output = model(batch["image"])
+            loss, terms = method(output, batch, source_outputs(batch))
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        n = batch["image"].shape[0]
+        seen += n
+        for name, value in {"loss": loss.detach(), **terms}.items():
+            sums[name] = sums.get(name, 0) + value.float() * n
+        if batch["label"].ndim == 1:
+            correct += (output.logits.argmax(1) == batch["label"]).sum()
+        bar.update(1)
+        if bar.n % 10 == 0 or bar.n == bar.total:
+            rate = float(seen) * accelerator.num_processes / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{rate:.0f}")
+    bar.close()
+    totals = accelerator.reduce(torch.stack([seen, correct, *sums.values()]), reduction="sum")
+    elapsed = time.perf_counter() - start
+    record = {f"train/{name}": float(v / totals[0]) for name, v in zip(sums, totals[2:])}
+    if batch["label"].ndim == 1:
+        record["train/top1"] = 100.0 * float(totals[1] / totals[0])
+    record["train/images"] = int(totals[0])
+    record["train/images_per_s"] = float(totals[0]) / elapsed
+    record["train/seconds"] = elapsed
+    return record
+
+
+@torch.no_grad()
+def evaluate(accelerator, model, loader, metrics) -> dict[str, float]:
+    model.eval()
+    metrics.reset()
+    count = torch.zeros((), device=accelerator.device)
+    for batch in loader.epoch(0):
+        with accelerator.autocast():
+            logits = model(batch["image"]).logits.float()
+        target = batch["label"]
+        metrics.update(torch.sigmoid(logits) if target.ndim == 2 else logits, target.long() if target.ndim == 2 else target)
+        count += target.shape[0]
+    values = {f"test/{k}": round(100.0 * float(v), 4) for k, v in metrics.compute().items()}
+    values["test/images"] = int(accelerator.reduce(count, reduction="sum"))
+    return values
+
+
+def lr_factor(epoch: int, optim_cfg, epochs: int) -> float:
+    """Multiplier of the base learning rate at the start of `epoch` (the schedule steps once per epoch)."""
+    if epoch < optim_cfg.warmup_epochs:
+        return (epoch + 1) / optim_cfg.warmup_epochs
+    if optim_cfg.schedule == "cosine":
+        span = max(1, epochs - optim_cfg.warmup_epochs)
+        return 0.5 * (1 + math.cos(math.pi * (epoch - optim_cfg.warmup_epochs) / span))
+    return optim_cfg.gamma ** sum(epoch >= m for m in optim_cfg.milestones)

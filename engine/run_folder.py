@@ -1,0 +1,44 @@
+"""What every run leaves behind, under runs/<config name>/seed<k>/:
+config.yaml (resolved), metrics.jsonl (one line per epoch), tensorboard/,
+checkpoints/, summary.json (written last, atomically: present = finished).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class RunFolder:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.summary_file = self.path / "summary.json"
+
+    def create(self, config_yaml: str) -> None:
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path / "config.yaml", config_yaml)
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def metrics(self) -> list[dict]:
+        if not self.metrics_file.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """On resume, forget epochs logged after the checkpoint we resume from."""
+        kept = [r for r in self.metrics() if r["epoch"] <= last_epoch]
+        write_atomic(self.metrics_file, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write_summary(self, summary: dict) -> None:
+        write_atomic(self.summary_file, json.dumps(summary, indent=2) + "\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,216 @@
+"""Train one experiment:
+
+    python -m engine.train --config configs/demo/sskt.yaml [key=value ...]
+    accelerate launch --num_processes 4 -m engine.train --config ... (same code, several GPUs)
+
+Reads and validates the config, data and weight files before any work (a bad one
+exits with status 2 and one line naming it), then trains, evaluates after every
+epoch and writes everything under runs/<config name>/seed<k>/ (engine.run_folder).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from engine import checkpoint
+from engine.config import Config, ConfigError, dump_config, load_config
+from engine.loop import evaluate, lr_factor, train_one_epoch
+from engine.methods import build_method
+from engine.metrics import build_eval_metrics, primary_metric
+from engine.run_folder import RunFolder
+from engine.source_outputs import LiveSourceOutputs, NoSourceOutputs
+from models.network import TargetWithHeads, count_parameters
+from models.registry import build_head, build_target
+from models.sources import SourceError, load_sources
+from pipelines.datasets import DatasetError, build_split
+from pipelines.loaders import build_loader
+from pipelines.plan import eval_plan, train_plan
+from pipelines.views import EVAL_VIEWS, ViewSet
+
+# Keys that may change when an interrupted run is resumed; anything else would mix two experiments.
+RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.resume", "train.checkpoint_every", "data.workers"}
+
+
+def make_accelerator(cfg: Config, run_dir: Path) -> Accelerator:
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.train.grad_accum,
+                       log_with="tensorboard", project_dir=str(run_dir))
+
+
+def build_model(cfg: Config, num_classes: int, sources) -> TargetWithHeads:
+    target = build_target(cfg.model.target, num_classes)
+    heads = {s.name: build_head(cfg.model.head, target, s.num_classes) for s in sources}
+    return TargetWithHeads(target, heads, cfg.data.mean, cfg.data.std)
+
+
+def build_source_outputs(cfg: Config, sources, accelerator):
+    if not sources:
+        return NoSourceOutputs()
+    for source in sources:
+        source.to(accelerator.device)
+    return LiveSourceOutputs(sources, accelerator.autocast)
+
+
+def check_resumable(cfg: Config, run: RunFolder) -> None:
+    stored_file = run.path / "config.yaml"
+    if not stored_file.exists():
+        return
+    import yaml
+    stored = _flatten(yaml.safe_load(stored_file.read_text()))
+    current = _flatten(cfg.model_dump(mode="json"))
+    changed = sorted(k for k in stored.keys() | current.keys()
+                     if stored.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ConfigError(f"{stored_file}: the run there was made with other settings ({', '.join(changed[:3])}); "
+                          "set run.name=... for a new run or train.resume=never in a new folder")
+
+
+def _flatten(node, prefix=""):
+    if isinstance(node, dict):
+        return {k: v for key, child in node.items() for k, v in _flatten(child, f"{prefix}{key}.").items()}
+    if isinstance(node, list):
+        return {k: v for i, child in enumerate(node) for k, v in _flatten(child, f"{prefix}{i}.").items()} or {prefix[:-1]: []}
+    return {prefix[:-1]: node}
+
+
+def train(cfg: Config) -> dict:
+    run = RunFolder(cfg.run_dir())
+    if cfg.train.resume == "never" and (run.checkpoints.exists() or run.summary_file.exists()):
+        raise ConfigError(f"{run.path}: already holds a run; set train.resume=auto to continue it or run.name=... for a new one")
+    check_resumable(cfg, run)
+    if run.summary_file.exists():
+        summary = json.loads(run.summary_file.read_text())
+        if summary.get("epochs") == cfg.train.epochs:
+            print(f"{run.path}: already finished ({primary_metric_line(summary)}); nothing to do")
+            return summary
+
+    accelerator = make_accelerator(cfg, run.path)
+    set_seed(cfg.seed)
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+
+    # Everything that can be wrong with the inputs fails here, before any work.
+    train_set, test_set = build_split(cfg.data, "train"), build_split(cfg.data, "test")
+    sources = load_sources(cfg.sources)
+    view_set = ViewSet(pad=cfg.data.pad, count=cfg.data.views)
+
+    model = build_model(cfg, train_set.num_classes, sources)
+    params = {"target": count_parameters(model.target), "heads": count_parameters(model.heads)}
+    if world > 1 and device.type == "cuda" and cfg.train.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    method = build_method(cfg.method)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg.optim, cfg.train.epochs))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)  # stepped per epoch, so not wrapped by prepare
+
+    per_rank_batch = cfg.data.batch_size // world
+    train_loader = build_loader(
+        cfg.data.loader, train_set, view_set, device=device, workers=cfg.data.workers,
+        plan=lambda epoch: train_plan(len(train_set), view_set, cfg.data.batch_size, cfg.seed, epoch, rank, world))
+    test_loader = build_loader(
+        cfg.data.loader, test_set, EVAL_VIEWS, device=device, workers=cfg.data.workers,
+        plan=lambda epoch: eval_plan(len(test_set), cfg.data.eval_batch_size, rank, world))
+    source_outputs = build_source_outputs(cfg, sources, accelerator)
+    metrics = build_eval_metrics(test_set.num_classes, test_set.multilabel).to(device)
+    main_metric = f"test/{primary_metric(test_set.multilabel)}"
+
+    if accelerator.is_main_process:
+        run.create(dump_config(cfg))
+    accelerator.wait_for_everyone()
+    state = checkpoint.load_training_state(accelerator, run.checkpoints) if cfg.train.resume == "auto" else None
+    state = state or {"epoch": 0, "best": None, "best_epoch": None, "train_seconds": 0.0}
+    if accelerator.is_main_process:
+        run.truncate_metrics(state["epoch"])
+        print(f"{run.path}: {cfg.model.target} on {train_set.name} ({len(train_set)} train / {len(test_set)} test), "
+              f"sources: {[s.name for s in sources] or 'none'}, method {cfg.method.name}, {world} process(es) on "
+              f"{device.type}, batch {per_rank_batch}/process, {accelerator.mixed_precision} precision, "
+              f"{view_set.describe()}" + (f", resuming after epoch {state['epoch']}" if state["epoch"] else ""))
+    accelerator.init_trackers("tensorboard")
+
+    for epoch in range(state["epoch"], cfg.train.epochs):
+        started = time.perf_counter()
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        record.update(train_one_epoch(accelerator, model, method, source_outputs, train_loader, optimizer,
+                                      epoch, cfg.train.epochs, cfg.train.progress))
+        scheduler.step()
+        record.update(evaluate(accelerator, model, test_loader, metrics))
+        state["train_seconds"] += record["train/seconds"]
+        state["epoch"] = epoch + 1
+        if state["best"] is None or record[main_metric] > state["best"]:
+            state["best"], state["best_epoch"] = record[main_metric], epoch + 1
+            save_deployed(accelerator, model, cfg, train_set.num_classes, run.checkpoints / "best.pt")
+        if cfg.train.checkpoint_every and (epoch + 1) % cfg.train.checkpoint_every == 0:
+            save_deployed(accelerator, model, cfg, train_set.num_classes, run.checkpoints / f"epoch_{epoch + 1:03d}.pt")
+        record["epoch_seconds"] = time.perf_counter() - started
+        accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
+        if accelerator.is_main_process:
+            run.append_metrics(record)
+            print(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train/loss']:.4f}  "
+                  f"{main_metric} {record[main_metric]:.2f}  best {state['best']:.2f}  "
+                  f"{record['train/images_per_s']:.0f} img/s  {record['epoch_seconds']:.1f}s")
+        checkpoint.save_training_state(accelerator, run.checkpoints, state)
+
+    accelerator.end_training()
+    history = run.metrics() if accelerator.is_main_process else []
+    summary = make_summary(cfg, history, state, params, world, accelerator, main_metric)
+    if accelerator.is_main_process:
+        save_deployed(accelerator, model, cfg, train_set.num_classes, run.checkpoints / "final.pt")
+        run.write_summary(summary)
+        print(f"{run.path}: {primary_metric_line(summary)}")
+    return summary
+
+
+def save_deployed(accelerator, model, cfg: Config, num_classes: int, path: Path) -> None:
+    if accelerator.is_main_process:
+        checkpoint.save_deployed(accelerator.unwrap_model(model).deployed_state_dict(), cfg.model.target,
+                                 num_classes, path)
+
+
+def make_summary(cfg, history, state, params, world, accelerator, main_metric) -> dict:
+    last = history[-1] if history else {}
+    images = sum(r.get("train/images", 0) for r in history)
+    return {
+        "run": cfg.run.name, "seed": cfg.seed, "dataset": cfg.data.dataset, "target": cfg.model.target,
+        "head": cfg.model.head, "method": cfg.method.name, "sources": [s.name for s in cfg.sources],
+        "epochs": state["epoch"], "metric": main_metric,
+        "final": {k: v for k, v in last.items() if k.startswith("test/")},
+        "best": {main_metric: state["best"], "epoch": state["best_epoch"]},
+        "images_per_s": images / state["train_seconds"] if state["train_seconds"] else None,
+        "train_seconds": state["train_seconds"],
+        "wall_seconds": sum(r.get("epoch_seconds", 0) for r in history),
+        "parameters": {"deployed_target": params["target"], "training_heads": params["heads"]},
+        "processes": world, "device": accelerator.device.type, "precision": accelerator.mixed_precision,
+    }
+
+
+def primary_metric_line(summary: dict) -> str:
+    metric = summary["metric"]
+    return (f"final {metric} {summary['final'].get(metric, float('nan')):.2f}, best {summary['best'][metric]:.2f} "
+            f"(epoch {summary['best']['epoch']}), {summary['epochs']} epochs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="experiment YAML (configs/...)")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=2 sources.0.cache=off")
+    args = parser.parse_args(argv)
+    try:
+        train(load_config(args.config, args.overrides))
+    except (ConfigError, DatasetError, SourceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

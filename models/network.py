@@ -1,0 +1,49 @@
+"""The trained model: a target network plus one auxiliary head per source.
+
+Targets (models/targets/) expose their stage outputs; heads (models/heads.py)
+read them. At deployment only the target is kept: `deployed_state_dict()`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class ModelOutput(NamedTuple):  # a NamedTuple so Accelerate's autocast output conversion walks it
+    logits: torch.Tensor
+    aux: dict[str, torch.Tensor]  # source name -> head logits in that source's label space
+
+
+class Normalize(nn.Module):
+    """Images arrive in [0, 1]; each network normalizes them its own way."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class TargetWithHeads(nn.Module):
+    def __init__(self, target: nn.Module, heads: dict[str, nn.Module], mean, std):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.target = target
+        self.heads = nn.ModuleDict(heads)
+
+    def forward(self, images: torch.Tensor) -> ModelOutput:
+        stages = self.target.forward_stages(self.normalize(images))
+        pooled = self.target.pool(stages[-1])
+        logits = self.target.classifier(pooled)
+        return ModelOutput(logits, {name: head(stages, pooled) for name, head in self.heads.items()})
+
+    def deployed_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.target.state_dict()
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,43 @@
+"""Loaders by name (`data.loader`). Every loader takes the same arguments and
+yields the same batches, on the training device:
+
+    {"image": float32 [B, 3, H, W] in [0, 1], "label": int64 [B] or float32 [B, C],
+     "index": int64 [B] sample ids, "view": int64 [B] view ids}
+
+Which samples and views come in which batch is decided by a plan function
+(pipelines.plan), never by the loader, so all loaders agree batch for batch.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, Protocol
+
+import torch
+
+from pipelines.datasets.base import ImageSet
+from pipelines.plan import Batch
+from pipelines.views import ViewSet
+
+PlanFn = Callable[[int], list[Batch]]  # epoch -> this process's batches
+
+
+class Loader(Protocol):
+    def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]: ...
+    def __len__(self) -> int: ...
+
+
+def build_loader(kind: str, images: ImageSet, view_set: ViewSet, plan: PlanFn, device: torch.device,
+                 workers: int = 2) -> Loader:
+    if kind == "torch":
+        from pipelines.torch_loaders import TorchLoader
+        return TorchLoader(images, view_set, plan, device, workers)
+    if kind == "resident":
+        from pipelines.resident import ResidentLoader
+        return ResidentLoader(images, view_set, plan, device)
+    if kind == "dali":
+        from pipelines.dali_images import DaliLoader
+        return DaliLoader(images, view_set, plan, device, workers)
+    raise ValueError(f"data.loader: unknown loader {kind!r} (torch, resident, dali)")
+
+
+def to_float_images(uint8_nchw: torch.Tensor) -> torch.Tensor:
+    return uint8_nchw.float().div_(255)

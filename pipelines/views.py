@@ -1,0 +1,88 @@
+"""Deterministic views: view id -> (crop offset, horizontal flip).
+
+A view is the only randomness in 2D augmentation. Every loader (torch, resident,
+DALI) and the source-output cache turn a view id into pixels through this module,
+so a cached source output always belongs to exactly the pixels the target sees.
+
+Views of a padded image (pad p on every side, zero fill) are the (2p+1)^2 crop
+offsets x 2 flips. View 0 is the un-shifted original and view 1 its mirror; the
+remaining views come in (original, mirror) pairs of offsets in a fixed shuffled
+order, so any even K picks a spread-out subset and K = 2(2p+1)^2 is the standard
+"pad-p random crop + flip" augmentation.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ViewSet:
+    pad: int = 4
+    count: int = 162  # K: how many views each sample has
+
+    def __post_init__(self):
+        if self.pad < 0:
+            raise ValueError(f"views: pad must be >= 0, got {self.pad}")
+        if not 1 <= self.count <= self.max_count:
+            raise ValueError(f"views: count must be in 1..{self.max_count} for pad={self.pad}, got {self.count}")
+        if self.count > 1 and self.count % 2:
+            raise ValueError(f"views: count must be 1 or even (views come as original/mirror pairs), got {self.count}")
+
+    @property
+    def max_count(self) -> int:
+        return 2 * (2 * self.pad + 1) ** 2
+
+    @cached_property
+    def table(self) -> np.ndarray:
+        """int64 [K, 3]: (dy, dx, flip) of each view, offsets into the padded image."""
+        side = 2 * self.pad + 1
+        offsets = [(dy, dx) for dy in range(side) for dx in range(side)]
+        center = (self.pad, self.pad)
+        offsets.remove(center)
+        order = np.random.default_rng(0).permutation(len(offsets))  # fixed forever: changing it invalidates caches
+        offsets = [center] + [offsets[i] for i in order]
+        rows = [(dy, dx, flip) for dy, dx in offsets for flip in (0, 1)]
+        return np.asarray(rows[: self.count], dtype=np.int64)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.table.tobytes() + f"pad={self.pad}".encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        return f"{self.count} views (pad {self.pad})"
+
+
+EVAL_VIEWS = ViewSet(pad=0, count=1)
+
+
+def apply_views(images: torch.Tensor, views: torch.Tensor, view_set: ViewSet) -> torch.Tensor:
+    """Crop and flip a batch: images [N, C, H, W] (any dtype, any device) -> same shape.
+
+    One gather for the whole batch, so it runs as well on a GPU-resident uint8 set
+    as on a single CPU sample (N=1).
+    """
+    n, _, h, w = images.shape
+    table = torch.as_tensor(view_set.table, device=images.device)[views.to(images.device)]
+    dy, dx, flip = table[:, 0], table[:, 1], table[:, 2].bool()
+    p = view_set.pad
+    padded = torch.nn.functional.pad(images, (p, p, p, p)) if p else images
+    rows = dy[:, None] + torch.arange(h, device=images.device)  # [N, H]
+    cols = torch.arange(w, device=images.device).expand(n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]  # [N, W]
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [N, H, W, C]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def apply_view_numpy(image_hwc: np.ndarray, view: int, view_set: ViewSet) -> np.ndarray:
+    """The same view on one HWC uint8 image, for per-sample loaders."""
+    dy, dx, flip = view_set.table[view]
+    p = view_set.pad
+    h, w = image_hwc.shape[:2]
+    padded = np.pad(image_hwc, ((p, p), (p, p), (0, 0))) if p else image_hwc
+    out = padded[dy: dy + h, dx: dx + w]
+    return np.ascontiguousarray(out[:, ::-1] if flip else out)
