@@ -102,6 +102,7 @@ class TrainConfig(Strict):
     grad_accum: int = 1
     resume: Literal["auto", "never"] = "auto"
     checkpoint_every: int = 0  # also keep epoch_XXX.pt every N epochs (0: never)
+    eval_every: int = 1  # evaluate every N epochs (and always after the last)
     sync_bn: bool = True  # multi-process BatchNorm over the global batch, as one process would see it
     progress: bool = True
 

@@ -39,7 +39,7 @@ def train_one_epoch(accelerator, model, method, source_outputs, loader, optimize
         bar.update(1)
         if bar.n % 10 == 0 or bar.n == bar.total:
             rate = float(seen) * accelerator.num_processes / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", img_s=f"{rate:.0f}")
     bar.close()
     totals = accelerator.reduce(torch.stack([seen, correct, *sums.values()]), reduction="sum")
     elapsed = time.perf_counter() - start

@@ -35,15 +35,18 @@ from pipelines.plan import eval_plan, train_plan
 from pipelines.views import EVAL_VIEWS, ViewSet
 
 # Keys that may change when an interrupted run is resumed; anything else would mix two experiments.
-RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.resume", "train.checkpoint_every", "data.workers"}
+RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.resume", "train.checkpoint_every", "train.eval_every",
+                     "data.workers"}
 
 
 def make_accelerator(cfg: Config, run_dir: Path) -> Accelerator:
     precision = cfg.train.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.train.grad_accum,
-                       log_with="tensorboard", project_dir=str(run_dir))
+    # cpu=True where there is no GPU: Accelerate then forms a gloo group from torchrun's variables.
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
+                       gradient_accumulation_steps=cfg.train.grad_accum, log_with="tensorboard",
+                       project_dir=str(run_dir))
 
 
 def build_model(cfg: Config, num_classes: int, sources) -> TargetWithHeads:
@@ -143,10 +146,11 @@ def train(cfg: Config) -> dict:
         record.update(train_one_epoch(accelerator, model, method, source_outputs, train_loader, optimizer,
                                       epoch, cfg.train.epochs, cfg.train.progress))
         scheduler.step()
-        record.update(evaluate(accelerator, model, test_loader, metrics))
+        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
+            record.update(evaluate(accelerator, model, test_loader, metrics))
         state["train_seconds"] += record["train/seconds"]
         state["epoch"] = epoch + 1
-        if state["best"] is None or record[main_metric] > state["best"]:
+        if main_metric in record and (state["best"] is None or record[main_metric] > state["best"]):
             state["best"], state["best_epoch"] = record[main_metric], epoch + 1
             save_deployed(accelerator, model, cfg, train_set.num_classes, run.checkpoints / "best.pt")
         if cfg.train.checkpoint_every and (epoch + 1) % cfg.train.checkpoint_every == 0:
@@ -155,8 +159,8 @@ def train(cfg: Config) -> dict:
         accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
         if accelerator.is_main_process:
             run.append_metrics(record)
-            print(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train/loss']:.4f}  "
-                  f"{main_metric} {record[main_metric]:.2f}  best {state['best']:.2f}  "
+            tested = f"{main_metric} {record[main_metric]:.2f}  best {state['best']:.2f}  " if main_metric in record else ""
+            print(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train/loss']:.4f}  {tested}"
                   f"{record['train/images_per_s']:.0f} img/s  {record['epoch_seconds']:.1f}s")
         checkpoint.save_training_state(accelerator, run.checkpoints, state)
 

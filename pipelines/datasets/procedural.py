@@ -1,0 +1,265 @@
+"""The embedded offline demo data set: 32x32 RGB shapes over textured backgrounds.
+
+Every image holds one shape (6 kinds) in one colour (6 hues) at a random position,
+size and slight rotation, over a background texture (6 kinds) in a dark or light
+colour pair, plus pixel noise. The same images carry three labelings:
+
+    shape  :  6 classes, the shape kind                    (the target task)
+    object : 36 classes, shape x colour                    (stand-in for ImageNet)
+    scene  : 12 classes, background kind x tone            (stand-in for Places365)
+
+so object // len(COLOURS) == shape. A sample is a pure function of (seed, split,
+sample id), so `offset` moves a split to other ids (sources are trained on, e.g.,
+ids 1_000_000.. while the target's 500 labelled images are ids 0..499) and a
+shorter split is a prefix of a longer one. The test split ignores `offset`: every
+labeling and offset shares one held-out set, disjoint from all train ids.
+
+Generated arrays are cached under `<data.root>/procedural/`, keyed by everything
+that determines the pixels (not by the labeling: all three share one file).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from pipelines.datasets import DatasetError
+from pipelines.datasets.base import ImageSet
+
+if TYPE_CHECKING:
+    from engine.config import DataConfig
+
+VERSION = 1  # bump whenever the pixels a (seed, split, id) produces change: it keys the cache
+SIZE = 32
+SHAPES = ["circle", "square", "triangle", "cross", "ring", "star"]
+COLOURS = ["red", "yellow", "green", "cyan", "blue", "magenta"]  # hues 0, 60, ..., 300 degrees
+BACKGROUNDS = ["hstripes", "vstripes", "checker", "dots", "clouds", "waves"]
+TONES = ["dark", "light"]
+DEFAULTS = {"label": "shape", "train_size": 500, "test_size": 2000, "seed": 0, "offset": 0}
+SPLIT_CODES = {"train": 0, "test": 1}  # separate random streams: test ids never coincide with train ids
+CHUNK = 1024  # samples rendered at once; bounds the float working set to ~100 MB
+
+# Per-sample uniform draws, by position.
+(U_SHAPE, U_COLOUR, U_BG, U_TONE, U_CX, U_CY, U_RADIUS, U_ANGLE, U_HUE, U_SAT, U_VAL,
+ U_A_HUE, U_A_SAT, U_A_VAL, U_B_HUE, U_B_SAT, U_B_VAL, U_PERIOD, U_PHASE_X, U_PHASE_Y,
+ U_WAVE_ANGLE, U_NOISE) = range(22)
+CLOUD_GRID = 5
+N_UNIFORM = 22 + CLOUD_GRID * CLOUD_GRID
+
+
+def read_procedural(data_cfg: "DataConfig", split: str) -> ImageSet:
+    opts = parse_options(data_cfg.procedural)
+    if split == "train":
+        ids = np.arange(opts["offset"], opts["offset"] + opts["train_size"], dtype=np.int64)
+    else:
+        ids = np.arange(opts["test_size"], dtype=np.int64)
+    arrays = load_or_generate(Path(data_cfg.root) / "procedural", opts["seed"], split, ids)
+    labels, class_names = LABELINGS[opts["label"]](arrays)
+    return ImageSet("procedural", split, labels.astype(np.int64), len(class_names), (SIZE, SIZE),
+                    images=arrays["images"], class_names=class_names)
+
+
+def parse_options(options: dict) -> dict:
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise DatasetError(f"data.procedural: unknown option {unknown[0]!r}; known: {sorted(DEFAULTS)}")
+    opts = {**DEFAULTS, **options}
+    if opts["label"] not in LABELINGS:
+        raise DatasetError(f"data.procedural.label: {opts['label']!r} is not one of {sorted(LABELINGS)}")
+    for key in ("train_size", "test_size", "seed", "offset"):
+        value = opts[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise DatasetError(f"data.procedural.{key}: expected an integer >= 0, got {value!r}")
+    return opts
+
+
+# --- labelings: each maps the generated factors to (labels, class names) -----------------------
+
+def _shape_labels(a: dict) -> tuple[np.ndarray, list[str]]:
+    return a["shape"], list(SHAPES)
+
+
+def _object_labels(a: dict) -> tuple[np.ndarray, list[str]]:
+    return a["shape"] * len(COLOURS) + a["colour"], [f"{c} {s}" for s in SHAPES for c in COLOURS]
+
+
+def _scene_labels(a: dict) -> tuple[np.ndarray, list[str]]:
+    return a["background"] * len(TONES) + a["tone"], [f"{b} {t}" for b in BACKGROUNDS for t in TONES]
+
+
+LABELINGS: dict[str, Callable[[dict], tuple[np.ndarray, list[str]]]] = {
+    "shape": _shape_labels, "object": _object_labels, "scene": _scene_labels,
+}
+
+
+# --- cache --------------------------------------------------------------------------------------
+
+FIELDS = {"images": (np.uint8, (SIZE, SIZE, 3)), "shape": (np.int64, ()), "colour": (np.int64, ()),
+          "background": (np.int64, ()), "tone": (np.int64, ())}
+
+
+def load_or_generate(cache_dir: Path, seed: int, split: str, ids: np.ndarray) -> dict[str, np.ndarray]:
+    key = json.dumps({"version": VERSION, "seed": seed, "split": split, "first": int(ids[0]) if len(ids) else 0,
+                      "count": len(ids)}, sort_keys=True)
+    path = cache_dir / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    arrays = _load(path, len(ids))
+    if arrays is None:
+        arrays = generate(seed, split, ids)
+        _save(path, arrays)
+    return arrays
+
+
+def _load(path: Path, count: int) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when absent or unreadable (then they are regenerated)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in FIELDS}
+    except Exception:  # truncated zip, bad header, missing member: all mean "regenerate"
+        return None
+    for name, (dtype, shape) in FIELDS.items():
+        if arrays[name].dtype != dtype or arrays[name].shape != (count, *shape):
+            return None
+    return arrays
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # tmp + rename: a concurrent reader (another rank) sees the old file or the whole new one.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        warnings.warn(f"procedural: cannot cache into {path.parent} ({e}); images will be regenerated next time")
+
+
+# --- generation -------------------------------------------------------------------------------
+
+def generate(seed: int, split: str, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Images and their factors for the given sample ids; a sample depends only on (seed, split, id)."""
+    n = len(ids)
+    u = np.empty((n, N_UNIFORM), dtype=np.float32)
+    noise = np.empty((n, SIZE, SIZE, 3), dtype=np.float32)
+    for i, sample_id in enumerate(ids):
+        rng = np.random.default_rng([seed, SPLIT_CODES[split], int(sample_id)])
+        u[i] = rng.random(N_UNIFORM)
+        noise[i] = rng.standard_normal((SIZE, SIZE, 3), dtype=np.float32)
+    images = np.empty((n, SIZE, SIZE, 3), dtype=np.uint8)
+    for lo in range(0, n, CHUNK):
+        images[lo: lo + CHUNK] = _render(u[lo: lo + CHUNK], noise[lo: lo + CHUNK])
+    return {"images": images,
+            "shape": _pick(u[:, U_SHAPE], len(SHAPES)), "colour": _pick(u[:, U_COLOUR], len(COLOURS)),
+            "background": _pick(u[:, U_BG], len(BACKGROUNDS)), "tone": _pick(u[:, U_TONE], len(TONES))}
+
+
+def _pick(u: np.ndarray, k: int) -> np.ndarray:
+    return np.minimum((u * k).astype(np.int64), k - 1)
+
+
+def _render(u: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    # Background: pattern t in [0, 1] blends the colour pair.
+    t = _background(u)
+    lo_val = np.where(_pick(u[:, U_TONE], len(TONES)) == 1, np.float32(0.5), np.float32(0.1))  # light: values 0.5..0.9, dark: 0.1..0.5
+    colour_a = _hsv(u[:, U_A_HUE] * 360, u[:, U_A_SAT] * 0.7, lo_val + 0.4 * u[:, U_A_VAL])
+    colour_b = _hsv(u[:, U_B_HUE] * 360, u[:, U_B_SAT] * 0.7, lo_val + 0.4 * u[:, U_B_VAL])
+    img = colour_a[:, None, None, :] * (1 - t[..., None]) + colour_b[:, None, None, :] * t[..., None]
+
+    # Shape: anti-aliased coverage over the background.
+    alpha = _shape_coverage(u)
+    hue = _pick(u[:, U_COLOUR], len(COLOURS)) * 60.0 + (u[:, U_HUE] - 0.5) * 24  # +-12 degrees
+    fg = _hsv(hue, 0.5 + 0.5 * u[:, U_SAT], 0.45 + 0.55 * u[:, U_VAL])
+    img = img * (1 - alpha[..., None]) + fg[:, None, None, :] * alpha[..., None]
+
+    sigma = (0.04 + 0.10 * u[:, U_NOISE])[:, None, None, None]
+    img = img + sigma * noise
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+
+
+def _background(u: np.ndarray) -> np.ndarray:
+    """Pattern t in [0, 1] per pixel, [n, SIZE, SIZE]; each kind computed only for its own rows."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
+    patterns = {
+        "hstripes": lambda p, px, py, ang: np.sin(2 * np.pi * (yy / p + px)) > 0,
+        "vstripes": lambda p, px, py, ang: np.sin(2 * np.pi * (xx / p + px)) > 0,
+        "checker": lambda p, px, py, ang: (np.floor(2 * xx / p + px) + np.floor(2 * yy / p + py)) % 2,
+        "dots": lambda p, px, py, ang: np.hypot((xx / p + px) % 1 - 0.5, (yy / p + py) % 1 - 0.5) < 0.3,
+        "clouds": lambda p, px, py, ang: _clouds(u[rows]),
+        "waves": lambda p, px, py, ang: 0.5 + 0.5 * np.sin(
+            2 * np.pi * ((xx * np.cos(ang) + yy * np.sin(ang)) / p + px)),
+    }
+    kind = _pick(u[:, U_BG], len(BACKGROUNDS))
+    t = np.empty((len(u), SIZE, SIZE), dtype=np.float32)
+    for k, name in enumerate(BACKGROUNDS):
+        rows = kind == k
+        if rows.any():
+            p = (4 + 6 * u[rows, U_PERIOD])[:, None, None]  # 4..10 px
+            a = u[rows, U_WAVE_ANGLE] * 60  # diagonal only (30..60 or 120..150 degrees): never like stripes
+            ang = np.deg2rad(np.where(a < 30, 30 + a, 90 + a))[:, None, None]
+            t[rows] = patterns[name](p, u[rows, U_PHASE_X, None, None], u[rows, U_PHASE_Y, None, None], ang)
+    return t
+
+
+def _clouds(u: np.ndarray) -> np.ndarray:
+    """Smooth noise: a coarse random grid, bilinearly upsampled and stretched to [0, 1]."""
+    grid = u[:, N_UNIFORM - CLOUD_GRID ** 2:].reshape(-1, CLOUD_GRID, CLOUD_GRID)
+    pos = (np.arange(SIZE) + 0.5) / SIZE * (CLOUD_GRID - 1)
+    lo = np.minimum(pos.astype(int), CLOUD_GRID - 2)
+    w = pos - lo
+    interp = np.zeros((SIZE, CLOUD_GRID), dtype=np.float32)
+    interp[np.arange(SIZE), lo] = 1 - w
+    interp[np.arange(SIZE), lo + 1] = w
+    c = np.einsum("yi,nij,xj->nyx", interp, grid, interp)
+    c -= c.min(axis=(1, 2), keepdims=True)
+    return c / np.maximum(c.max(axis=(1, 2), keepdims=True), 1e-6)
+
+
+# Signed distances (in units of the shape's radius; < 0 inside) in the shape's own frame:
+# a to the right, w up. Edges are anti-aliased from these, so no supersampling is needed.
+def _box(a, w, ha, hw):
+    return np.maximum(np.abs(a) - ha, np.abs(w) - hw)
+
+
+SDF = {
+    "circle": lambda a, w: np.hypot(a, w) - 0.85,
+    "square": lambda a, w: _box(a, w, 0.72, 0.72),
+    "triangle": lambda a, w: np.maximum(-0.575 - w, (np.sqrt(3) * np.abs(a) + w - 1.15) / 2),
+    "cross": lambda a, w: np.minimum(_box(a, w, 0.3, 0.95), _box(a, w, 0.95, 0.3)),
+    "ring": lambda a, w: np.abs(np.hypot(a, w) - 0.725) - 0.225,
+    "star": lambda a, w: np.hypot(a, w) - 0.4 - 0.6 * (0.5 + 0.5 * np.cos(5 * np.arctan2(a, w))) ** 2,
+}
+
+
+def _shape_coverage(u: np.ndarray) -> np.ndarray:
+    """Fraction of each pixel covered by the sample's shape, [n, SIZE, SIZE]."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
+    kind = _pick(u[:, U_SHAPE], len(SHAPES))
+    alpha = np.empty((len(u), SIZE, SIZE), dtype=np.float32)
+    for k, name in enumerate(SHAPES):
+        rows = kind == k
+        if not rows.any():
+            continue
+        radius = (4 + 4 * u[rows, U_RADIUS])[:, None, None]  # 4..8 px
+        cx = radius + (SIZE - 2 * radius) * u[rows, U_CX, None, None]
+        cy = radius + (SIZE - 2 * radius) * u[rows, U_CY, None, None]
+        angle = np.deg2rad((u[rows, U_ANGLE, None, None] - 0.5) * 50)  # +-25 degrees
+        dx, dy = (xx - cx) / radius, (yy - cy) / radius
+        cos, sin = np.cos(angle), np.sin(angle)
+        a, w = cos * dx + sin * dy, sin * dx - cos * dy  # image y grows downwards
+        alpha[rows] = np.clip(0.5 - SDF[name](a, w) * radius, 0, 1)  # ~1 px wide edge ramp
+    return alpha
+
+
+def _hsv(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1], [n, 3], from per-sample hue in degrees and saturation, value in [0, 1]."""
+    k = (np.array([5.0, 3.0, 1.0], dtype=np.float32) + (h[:, None] % 360) / 60) % 6
+    rgb = v[:, None] - v[:, None] * s[:, None] * np.clip(np.minimum(k, 4 - k), 0, 1)
+    return rgb.astype(np.float32)

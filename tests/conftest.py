@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny experiments on the procedural set, with a source checkpoint written here."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.checkpoint import save_deployed
+from models.registry import build_target
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+seed: 0
+data:
+  dataset: procedural
+  root: {data}
+  procedural: {{label: shape, train_size: 96, test_size: 50}}
+  loader: resident
+  batch_size: 32
+  eval_batch_size: 32
+model: {{target: resnet8, head: transfer_module}}
+sources:
+  - {{name: object, format: checkpoint, arch: resnet8, weights: {weights}, resize: {{scale: 1.5}}, cache: off}}
+method: {{name: sskt, alpha: 0.5}}
+optim: {{lr: 0.05, schedule: multistep, milestones: [1]}}
+train: {{epochs: 2, progress: false}}
+run: {{root: {runs}}}
+"""
+
+
+@pytest.fixture(scope="session")
+def source_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised resnet8 with 36 classes, saved as the engine saves deployed targets."""
+    path = tmp_path_factory.mktemp("sources") / "object.pt"
+    torch.manual_seed(123)
+    save_deployed(build_target("resnet8", 36).state_dict(), "resnet8", 36, path)
+    return path
+
+
+@pytest.fixture
+def tiny_config(tmp_path, source_checkpoint) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(data=tmp_path.parent / "shared-data", weights=source_checkpoint, runs=tmp_path / "runs"))
+    return path

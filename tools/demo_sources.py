@@ -1,0 +1,55 @@
+"""Pretrain the embedded demo's two stand-in sources once, then reuse them.
+
+    python -m tools.demo_sources        (make demo-sources)
+
+Each source is an ordinary scratch run of the engine (configs/demo/source_*.yaml)
+on a large labeling of the procedural set that differs from the target's; its
+deployed checkpoint is exported to data/demo/sources/<name>.pt, where the demo
+configs load it through the same `checkpoint` source loader as any other file.
+An existing export is reused; an interrupted pretraining resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from engine.config import load_config
+from engine.train import train
+
+SOURCES = {"object": "configs/demo/source_object.yaml", "scene": "configs/demo/source_scene.yaml"}
+
+
+def export_path(out_dir: Path, name: str) -> Path:
+    return out_dir / f"{name}.pt"
+
+
+def ensure_demo_sources(out_dir: Path = Path("data/demo/sources"), overrides: list[str] = ()) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, config in SOURCES.items():
+        path = export_path(out_dir, name)
+        if not path.exists():
+            print(f"pretraining the demo's {name}-like source ({config}), once")
+            cfg = load_config(config, list(overrides))
+            train(cfg)
+            tmp = path.with_name(f".{path.name}.tmp")
+            shutil.copyfile(cfg.run_dir() / "checkpoints" / "final.pt", tmp)
+            tmp.rename(path)
+        paths[name] = path
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("data/demo/sources"))
+    parser.add_argument("overrides", nargs="*", help="applied to both source configs, e.g. train.epochs=1")
+    args = parser.parse_args(argv)
+    for name, path in ensure_demo_sources(args.out, args.overrides).items():
+        print(f"demo source {name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
