@@ -112,11 +112,19 @@ class RunConfig(Strict):
     name: str | None = None  # default: the config's path under configs/, without .yaml
 
 
+class SourceCacheConfig(Strict):
+    """Frozen-source outputs stored in HDF5 (engine/source_cache.py); each source's `cache` sets the mode."""
+    root: Path = Path("data/source_cache")
+    memory_gb: float = 8.0  # load a cache whole (on the GPU if there is one) when it fits; else read through HDF5
+    batch_size: int = 256  # images per source forward while building
+
+
 class Config(Strict):
     seed: int = 0
     data: DataConfig
     model: ModelConfig
     sources: list[SourceConfig] = Field(default_factory=list)
+    source_cache: SourceCacheConfig = Field(default_factory=SourceCacheConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -25,7 +25,7 @@ from engine.loop import evaluate, lr_factor, train_one_epoch
 from engine.methods import build_method
 from engine.metrics import build_eval_metrics, primary_metric
 from engine.run_folder import RunFolder
-from engine.source_outputs import LiveSourceOutputs, NoSourceOutputs
+from engine.source_outputs import LiveSource, SourceOutputs
 from models.network import TargetWithHeads, count_parameters
 from models.registry import build_head, build_target
 from models.sources import SourceError, load_sources
@@ -55,12 +55,11 @@ def build_model(cfg: Config, num_classes: int, sources) -> TargetWithHeads:
     return TargetWithHeads(target, heads, cfg.data.mean, cfg.data.std)
 
 
-def build_source_outputs(cfg: Config, sources, accelerator):
-    if not sources:
-        return NoSourceOutputs()
-    for source in sources:
-        source.to(accelerator.device)
-    return LiveSourceOutputs(sources, accelerator.autocast)
+def build_source_outputs(cfg: Config, sources, accelerator) -> SourceOutputs:
+    providers = {}
+    for source_cfg, source in zip(cfg.sources, sources):
+        providers[source.name] = LiveSource(source.to(accelerator.device), accelerator.autocast)
+    return SourceOutputs(providers)
 
 
 def check_resumable(cfg: Config, run: RunFolder) -> None:
