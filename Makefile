@@ -36,5 +36,17 @@ demo-sources: setup
 demo: demo-sources
 	$(PY) -m tools.demo --seeds $(SEEDS)
 
+# Build the frozen-source output caches of CONFIG ahead of training (train builds them too).
+cache: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources)
+ifeq ($(NPROC),1)
+	$(PY) -m tools.cache_sources --config $(CONFIG) $(ARGS)
+else
+	$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m tools.cache_sources --config $(CONFIG) $(ARGS)
+endif
+
+# Throughput figures and ratios, measured in one run: bench/results.json.
+bench: setup
+	$(PY) -m tools.bench
+
 clean-runs:
 	rm -rf runs

@@ -37,9 +37,10 @@ def train_one_epoch(accelerator, model, method, source_outputs, loader, optimize
         if batch["label"].ndim == 1:
             correct += (output.logits.argmax(1) == batch["label"]).sum()
         bar.update(1)
-        if bar.n % 10 == 0 or bar.n == bar.total:
+        if bar.n % 10 == 0 or bar.n == bar.total:  # reading tensors syncs with the device: not every step
             rate = float(seen) * accelerator.num_processes / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", img_s=f"{rate:.0f}")
+            accuracy = f"{100 * float(correct / seen):.1f}" if batch["label"].ndim == 1 else "-"
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=accuracy, img_s=f"{rate:.0f}")
     bar.close()
     totals = accelerator.reduce(torch.stack([seen, correct, *sums.values()]), reduction="sum")
     elapsed = time.perf_counter() - start

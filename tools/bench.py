@@ -1,0 +1,200 @@
+"""Throughput benchmarks, every figure measured in this one run on this machine.
+
+    python -m tools.bench [--steps 8] [--batch 64]        (make bench)
+
+1. Training images/s of one SSKT config (CIFAR ResNet-20 + transfer modules, two
+   ResNet-50 sources on 7/3-upsampled 32x32 images) with the sources' outputs
+   - live: both sources run every step (`source.cache: off`, the reference);
+   - cached: read from the HDF5 cache (engine/source_cache.py);
+   - in memory: a plain tensor lookup, the limit a cache can approach;
+   and the scratch target alone (no heads, no sources).
+2. Cache build time and size for those two sources.
+3. Loader images/s: DALI vs PyTorch DataLoader (vs device-resident) for
+   CIFAR-like arrays and for VOC-like JPEG files.
+
+Weights are random (no download here): speed does not depend on their values.
+Results: a table on stdout and bench/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from PIL import Image
+
+from engine.checkpoint import save_deployed
+from engine.config import DataConfig, MethodConfig, SourceCacheConfig, SourceConfig
+from engine.loop import train_one_epoch
+from engine.methods import build_method
+from engine.source_cache import open_cached_source
+from engine.source_outputs import LiveSource, SourceOutputs
+from models.network import TargetWithHeads
+from models.registry import build_head, build_target
+from models.sources import load_source
+from pipelines.datasets import build_split
+from pipelines.datasets.base import ImageSet
+from pipelines.loaders import build_loader
+from pipelines.plan import eval_plan, train_plan
+from pipelines.views import ViewSet
+
+SOURCE_NAMES = ("imagenet", "places365")
+
+
+def make_sources(folder: Path) -> list:
+    sources = []
+    for i, name in enumerate(SOURCE_NAMES):
+        torch.manual_seed(i)
+        path = folder / f"{name}_resnet50.pt"
+        classes = 1000 if name == "imagenet" else 365
+        from torchvision.models import resnet50
+        save_deployed(resnet50(num_classes=classes).state_dict(), "resnet50", classes, path)
+        sources.append(load_source(SourceConfig(name=name, format="checkpoint", arch="resnet50", weights=str(path))))
+    return sources
+
+
+def time_training(accelerator, images: ImageSet, view_set, sources, providers, steps: int, batch: int) -> float:
+    """Images/s of the real training loop over `steps` batches, after one warm-up batch."""
+    torch.manual_seed(0)
+    target = build_target("resnet20", images.num_classes)
+    heads = {s.name: build_head("transfer_module", target, s.num_classes) for s in sources}
+    model = TargetWithHeads(target, heads, (0.5,) * 3, (0.25,) * 3)
+    method = build_method(MethodConfig(name="sskt" if sources else "scratch"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    def plan(epoch):
+        batches = train_plan(len(images), view_set, batch, seed=0, epoch=epoch)
+        return batches[:1] if epoch == 0 else batches[:steps]
+    loader = build_loader("resident", images, view_set, plan, accelerator.device)
+    outputs = SourceOutputs(providers)
+    for epoch in (0, 1):  # epoch 0 warms up (first-touch allocations, cache load)
+        record = train_one_epoch(accelerator, model, method, outputs, loader, optimizer, epoch, 2, False)
+    return record["train/images_per_s"]
+
+
+def bench_training(args, workdir: Path, accelerator) -> dict:
+    data_cfg = DataConfig(dataset="procedural", root=workdir / "data",
+                          procedural={"label": "shape", "train_size": args.steps * args.batch, "test_size": 8})
+    images = build_split(data_cfg, "train")
+    view_set = ViewSet(pad=4, count=2)
+    sources = make_sources(workdir)
+    cache_cfg = SourceCacheConfig(root=workdir / "cache", memory_gb=8.0, batch_size=128)
+
+    started = time.perf_counter()
+    cached = {s.name: open_cached_source(s, images, view_set, cache_cfg, "rebuild", accelerator, progress=False)
+              for s in sources}
+    build_seconds = time.perf_counter() - started
+    cache_bytes = sum(p.path.stat().st_size for p in cached.values())
+    in_memory = {name: _memory_table(p) for name, p in cached.items()}
+
+    live = {s.name: LiveSource(s.to(accelerator.device), accelerator.autocast) for s in sources}
+    results = {
+        "live": time_training(accelerator, images, view_set, sources, live, args.steps, args.batch),
+        "cached": time_training(accelerator, images, view_set, sources, cached, args.steps, args.batch),
+        "in_memory": time_training(accelerator, images, view_set, sources, in_memory, args.steps, args.batch),
+        "scratch": time_training(accelerator, images, view_set, [], {}, args.steps, args.batch),
+    }
+    return {
+        "images_per_s": results,
+        "cached_speedup_over_live": results["cached"] / results["live"],
+        "in_memory_over_cached": results["in_memory"] / results["cached"],
+        "scratch_over_cached": results["scratch"] / results["cached"],
+        "cache": {"samples": len(images), "views": view_set.count, "build_seconds": build_seconds,
+                  "forwards_per_s": 2 * len(images) * view_set.count / build_seconds, "bytes": cache_bytes},
+    }
+
+
+def _memory_table(cached):
+    table = cached._load()  # the whole [N, K, C] float16 array, as a cache that fits memory holds it
+
+    def lookup(batch):
+        return table[batch["index"], batch["view"]].float()
+    return lookup
+
+
+def time_loader(kind: str, images: ImageSet, view_set, batch: int, device, workers: int) -> float:
+    plan = lambda epoch: train_plan(len(images), view_set, batch, seed=0, epoch=epoch)
+    loader = build_loader(kind, images, view_set, plan, device, workers)
+    for _ in loader.epoch(0):  # warm-up epoch: worker start, first decode
+        pass
+    started, seen = time.perf_counter(), 0
+    for b in loader.epoch(1):
+        seen += b["image"].shape[0]
+    return seen / (time.perf_counter() - started)
+
+
+def bench_loaders(args, workdir: Path, device) -> dict:
+    rng = np.random.default_rng(0)
+    arrays = ImageSet("cifar-like", "train", rng.integers(0, 10, args.array_samples), 10, (32, 32),
+                      images=rng.integers(0, 256, (args.array_samples, 32, 32, 3), dtype=np.uint8))
+    folder = workdir / "jpeg"
+    folder.mkdir(exist_ok=True)
+    files = []
+    for i in range(args.jpeg_samples):  # VOC-like: 500x375 photos, resized to 224
+        path = folder / f"{i:05d}.jpg"
+        smooth = rng.integers(0, 256, (375 // 25, 500 // 25, 3), dtype=np.uint8)
+        Image.fromarray(smooth).resize((500, 375), Image.BICUBIC).save(path, quality=90)
+        files.append(str(path))
+    jpegs = ImageSet("voc-like", "train", rng.integers(0, 20, len(files)), 20, (224, 224), files=files)
+    view_set = ViewSet(pad=4, count=162)
+    results = {"arrays_32x32": {}, "jpeg_500x375_to_224": {}}
+    for kind in ("torch", "resident", "dali"):
+        results["arrays_32x32"][kind] = time_loader(kind, arrays, view_set, 128, device, args.workers)
+    for kind in ("torch", "dali"):
+        results["jpeg_500x375_to_224"][kind] = time_loader(kind, jpegs, view_set, 32, device, args.workers)
+    return results
+
+
+def print_report(report: dict) -> None:
+    t = report["training"]
+    ips = t["images_per_s"]
+    print(f"\nSSKT training, ResNet-20 + 2 transfer modules, two ResNet-50 sources on 74x74 inputs "
+          f"({report['device']}, batch {report['batch']}):")
+    print("| source outputs | images/s |\n|---|---|")
+    for name, label in (("live", "live sources"), ("cached", "HDF5 cache"), ("in_memory", "already in memory (limit)"),
+                        ("scratch", "scratch target alone")):
+        print(f"| {label} | {ips[name]:.0f} |")
+    print(f"cached / live = {t['cached_speedup_over_live']:.2f}x (target >= 5), "
+          f"in-memory / cached = {t['in_memory_over_cached']:.3f} (target <= 1.1), "
+          f"scratch / cached = {t['scratch_over_cached']:.2f}")
+    c = t["cache"]
+    print(f"cache build: {c['samples']} samples x {c['views']} views x 2 sources in {c['build_seconds']:.1f} s "
+          f"({c['forwards_per_s']:.0f} source forwards/s), {c['bytes'] / 2**20:.2f} MiB")
+    print("\n| loader images/s | " + " | ".join(report["loaders"]) + " |\n|---|---|---|")
+    for kind in ("torch", "resident", "dali"):
+        cells = [f"{report['loaders'][d][kind]:.0f}" if kind in report["loaders"][d] else "n/a" for d in report["loaders"]]
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=8, help="timed training steps per setting")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--array-samples", type=int, default=10000)
+    parser.add_argument("--jpeg-samples", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    args = parser.parse_args(argv)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        report = {"device": str(accelerator.device), "machine": platform.processor() or platform.machine(),
+                  "torch_threads": torch.get_num_threads(), "batch": args.batch, "steps": args.steps,
+                  "training": bench_training(args, workdir, accelerator),
+                  "loaders": bench_loaders(args, workdir, accelerator.device)}
+    print_report(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
