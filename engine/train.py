@@ -25,6 +25,7 @@ from engine.loop import evaluate, lr_factor, train_one_epoch
 from engine.methods import build_method
 from engine.metrics import build_eval_metrics, primary_metric
 from engine.run_folder import RunFolder
+from engine.source_cache import CacheError, open_cached_source
 from engine.source_outputs import LiveSource, SourceOutputs
 from models.network import TargetWithHeads, count_parameters
 from models.registry import build_head, build_target
@@ -55,10 +56,14 @@ def build_model(cfg: Config, num_classes: int, sources) -> TargetWithHeads:
     return TargetWithHeads(target, heads, cfg.data.mean, cfg.data.std)
 
 
-def build_source_outputs(cfg: Config, sources, accelerator) -> SourceOutputs:
+def build_source_outputs(cfg: Config, sources, train_set, view_set: ViewSet, accelerator) -> SourceOutputs:
     providers = {}
     for source_cfg, source in zip(cfg.sources, sources):
-        providers[source.name] = LiveSource(source.to(accelerator.device), accelerator.autocast)
+        if source_cfg.cache == "off":
+            providers[source.name] = LiveSource(source.to(accelerator.device), accelerator.autocast)
+        else:  # reuse the stored outputs of every view, building them first where needed
+            providers[source.name] = open_cached_source(source, train_set, view_set, cfg.source_cache,
+                                                        source_cfg.cache, accelerator, progress=cfg.train.progress)
     return SourceOutputs(providers)
 
 
@@ -122,7 +127,7 @@ def train(cfg: Config) -> dict:
     test_loader = build_loader(
         cfg.data.loader, test_set, EVAL_VIEWS, device=device, workers=cfg.data.workers,
         plan=lambda epoch: eval_plan(len(test_set), cfg.data.eval_batch_size, rank, world))
-    source_outputs = build_source_outputs(cfg, sources, accelerator)
+    source_outputs = build_source_outputs(cfg, sources, train_set, view_set, accelerator)
     metrics = build_eval_metrics(test_set.num_classes, test_set.multilabel).to(device)
     main_metric = f"test/{primary_metric(test_set.multilabel)}"
 
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         train(load_config(args.config, args.overrides))
-    except (ConfigError, DatasetError, SourceError) as e:
+    except (ConfigError, DatasetError, SourceError, CacheError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

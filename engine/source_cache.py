@@ -1,0 +1,471 @@
+"""Frozen-source outputs computed once, stored in HDF5 and reused by every later run.
+
+A source's logits on a training image never change, yet computing them costs far more
+than the target's step. The target sees each sample in one of K deterministic views
+(pipelines.views), so a cache holds every view of every sample:
+
+    <root>/<source>-<split>-<identity[:16]>.h5
+        outputs   float16 [N, K, C]   the source's logits on view k of sample n
+        done      uint8 [blocks]      build progress, one flag per block of samples
+        attrs     identity (+ the fields it hashes, for humans), complete
+
+The identity is a sha256 over everything that determines the outputs: the source's
+fingerprint (arch, weights, resize, normalization, classes), the images' content,
+the view set and the stored dtype. Any change gives another file name, so a stale
+cache is never read; a wrong, truncated or unfinished file is detected when opened.
+
+A build writes `.<file>.partial.h5`, flushes after every block and resumes from the
+blocks already done; the file gets its final name only when complete and verified.
+Its bytes depend only on the inputs, not on interruptions or the process count.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from h5py import h5d, h5p, h5s
+from tqdm.auto import tqdm
+
+from pipelines.datasets.base import ImageSet
+from pipelines.loaders import to_float_images
+from pipelines.views import ViewSet, apply_views
+
+FORMAT_VERSION = "sskt-source-cache-v1"  # bump when the layout or the way outputs are computed changes
+DTYPE = "float16"
+# Fixed format bounds keep the bytes independent of the h5py/HDF5 defaults. 1.8 rather than 1.10+:
+# a 1.10 superblock marks a file open for writing and refuses to reopen it after a crash, which
+# would make a killed build impossible to resume.
+LIBVER = ("v108", "v108")
+CHUNK_BYTES = 32 << 10  # target chunk size, see choose_layout
+BLOCK_IMAGES = 4096  # (sample, view) pairs per build block: at most this much work is lost on a kill
+BUILD_COMMAND = "python -m tools.cache_sources --config <experiment.yaml>"
+
+
+class CacheError(Exception):
+    """One line naming the cache file at fault and what to do."""
+
+
+# ---------------------------------------------------------------- identity and layout
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a cache file must hold and where it lives."""
+    source: str
+    identity: str
+    attrs: dict  # the hashed fields and the identity, stored as file attributes
+    path: Path
+    shape: tuple[int, int, int]  # N, K, C
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(DTYPE).itemsize
+
+    @property
+    def partial_path(self) -> Path:
+        return self.path.with_name(f".{self.path.stem}.partial.h5")
+
+
+def cache_spec(source, images: ImageSet, view_set: ViewSet, root: Path | str) -> CacheSpec:
+    key = {
+        "format": FORMAT_VERSION,
+        "source_fingerprint": source.fingerprint(),
+        "images_fingerprint": images.fingerprint,
+        "images_name": images.name,
+        "images_split": images.split,
+        "images_count": len(images),
+        "view_set_fingerprint": view_set.fingerprint(),
+        "dtype": DTYPE,
+    }
+    identity = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    attrs = {**key, "identity": identity, "source_name": source.name, "views": view_set.count,
+             "pad": view_set.pad, "num_classes": source.num_classes}
+    path = Path(root) / f"{source.name}-{images.split}-{identity[:16]}.h5"
+    return CacheSpec(source.name, identity, attrs, path, (len(images), view_set.count, source.num_classes))
+
+
+@dataclass(frozen=True)
+class Layout:
+    chunks: tuple[int, int, int]
+    block_samples: int  # samples per build block (all their views), a multiple of chunks[0]
+
+    def blocks(self, num_samples: int) -> list[range]:
+        return [range(lo, min(lo + self.block_samples, num_samples))
+                for lo in range(0, num_samples, self.block_samples)]
+
+
+def choose_layout(shape: tuple[int, int, int], block_samples: int | None = None) -> Layout:
+    """Chunks of about CHUNK_BYTES, cut along views when a sample's K views exceed that.
+
+    Training reads random (sample, view) rows, and HDF5 reads whole chunks: a chunk of
+    (1, k, C) with k dividing K costs at most ~32 KiB per lookup, where a sample-block
+    chunk (64, K, C) would read 64*K rows (20 MB for K=162, C=1000) to return one.
+    Small rows are grouped over samples instead, to keep the chunk index small.
+    Blocks cover whole chunks, so building never rewrites a chunk.
+    """
+    n, k, c = shape
+    row = c * np.dtype(DTYPE).itemsize
+    if k * row >= CHUNK_BYTES:
+        views = max(d for d in range(1, k + 1) if k % d == 0 and (d * row <= CHUNK_BYTES or d == 1))
+        chunk_samples = 1
+    else:
+        views, chunk_samples = k, max(1, CHUNK_BYTES // (k * row))
+    wanted = block_samples or math.ceil(BLOCK_IMAGES / k)
+    chunk_samples = min(chunk_samples, wanted, n)
+    block = min(math.ceil(wanted / chunk_samples) * chunk_samples, n)
+    return Layout((chunk_samples, views, c), block)
+
+
+# ---------------------------------------------------------------- opening (and building when needed)
+
+def open_cached_source(source, images: ImageSet, view_set: ViewSet, cache_cfg, mode: str, accelerator=None, *,
+                       block_samples: int | None = None, progress: bool = True) -> "CachedSource":
+    """The provider for `source` in mode auto|required|rebuild, building the cache where needed.
+
+    Rank 0 alone checks and deletes files; every rank builds its share and waits for the file.
+    """
+    if mode not in ("auto", "required", "rebuild"):
+        raise ValueError(f"cache mode must be auto, required or rebuild (off is a live source), got {mode!r}")
+    spec = cache_spec(source, images, view_set, cache_cfg.root)
+    if _on_main(accelerator, lambda: _decide(spec, mode)) == "build":
+        build_cache(source, images, view_set, spec.path, cache_cfg.batch_size, accelerator, progress,
+                    block_samples=block_samples)
+    device = accelerator.device if accelerator is not None else torch.device("cpu")
+    return CachedSource(spec.path, spec.shape, device, memory_bytes=int(cache_cfg.memory_gb * 2**30))
+
+
+def _decide(spec: CacheSpec, mode: str) -> str:
+    """'valid' or 'build'; CacheError when `required` finds no valid file."""
+    if mode == "rebuild":
+        spec.path.unlink(missing_ok=True)
+        spec.partial_path.unlink(missing_ok=True)
+        return "build"
+    problem = check_cache_file(spec)
+    if problem is None:
+        return "valid"
+    if mode == "required":
+        raise CacheError(f"source '{spec.source}': cache file {spec.path} {problem} (cache: required); "
+                         f"build it with `{BUILD_COMMAND}`")
+    if spec.path.exists():
+        print(f"source cache {spec.path}: {problem}; deleting it and rebuilding")
+        spec.path.unlink()
+    return "build"
+
+
+def check_cache_file(spec: CacheSpec) -> str | None:
+    """None when `spec.path` is a complete cache of exactly `spec`, else why not (for one line)."""
+    if not spec.path.exists():
+        return "does not exist"
+    try:
+        with h5py.File(spec.path, "r") as f:
+            attrs = f.attrs
+            if "identity" not in attrs or "complete" not in attrs:
+                return "lacks its identity attributes (not a source cache, or damaged)"
+            if attrs["identity"] != spec.identity:
+                return f"holds outputs for other settings (identity {attrs['identity'][:16]}..., expected {spec.identity[:16]}...)"
+            if int(attrs["complete"]) != 1:
+                return "is not marked complete"
+            outputs = f.get("outputs")
+            if not isinstance(outputs, h5py.Dataset) or outputs.shape != spec.shape or outputs.dtype != DTYPE:
+                found = (outputs.shape, str(outputs.dtype)) if isinstance(outputs, h5py.Dataset) else "nothing"
+                return f"has outputs {found}, expected {spec.shape} {DTYPE}"
+    except (OSError, KeyError, ValueError) as e:  # h5py raises OSError for truncated or garbled files
+        return f"cannot be read ({_one_line(e)})"
+    return None
+
+
+# ---------------------------------------------------------------- building
+
+def build_cache(source, images: ImageSet, view_set: ViewSet, path: Path | str, batch_size: int, accelerator=None,
+                progress: bool = True, *, block_samples: int | None = None) -> Path:
+    """Compute `source` on every (sample, view) of `images` into the HDF5 file `path`.
+
+    Under several processes, rank r computes the pending blocks r, r + world, ...; rank 0
+    gathers and writes them in order, so the file is the same whatever the process count.
+    """
+    spec = cache_spec(source, images, view_set, Path(path).parent)
+    spec = CacheSpec(spec.source, spec.identity, spec.attrs, Path(path), spec.shape)
+    layout = choose_layout(spec.shape, block_samples)
+    blocks = layout.blocks(len(images))
+    main = accelerator is None or accelerator.is_main_process
+    device = accelerator.device if accelerator is not None else torch.device("cpu")
+    source = source.to(device) if isinstance(source, torch.nn.Module) else source
+
+    file: h5py.File | None = None  # rank 0's partial file
+
+    def open_partial() -> list[int]:
+        nonlocal file
+        file = _open_partial(spec, layout, len(blocks))
+        return [b for b, done in enumerate(file["done"][...]) if not done]
+
+    pending = _on_main(accelerator, open_partial)  # the blocks still to compute, known to every rank
+    if main:
+        n, k, c = spec.shape
+        print(f"source cache {spec.path}: building {n} samples x {k} views x {c} classes, {DTYPE} "
+              f"= {human_bytes(spec.nbytes)} ({len(blocks) - len(pending)}/{len(blocks)} blocks already done)")
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    todo = sum(len(blocks[b]) for b in pending) * view_set.count
+    bar = tqdm(total=len(images) * view_set.count, initial=len(images) * view_set.count - todo, unit="img",
+               unit_scale=True, desc=f"caching {spec.source}", disable=not (progress and main), dynamic_ncols=True)
+    try:
+        for start in range(0, len(pending), world):
+            turn = pending[start: start + world]
+            mine = blocks[turn[rank]] if rank < len(turn) else None
+            outputs = _compute_block(source, images, view_set, mine, batch_size, device, spec) if mine else None
+            if world > 1:
+                outputs = _gather_blocks(accelerator, outputs, layout.block_samples, spec.shape[1:], device)
+            if main:
+                for j, b in enumerate(turn):
+                    _write_block(file, blocks[b], b, outputs[j] if world > 1 else outputs)
+                    bar.update(len(blocks[b]) * view_set.count)
+        bar.close()  # before the lines below, so they do not interleave with the bar
+        if main:
+            _verify(file, spec, layout)
+            file.attrs.modify("complete", np.uint8(1))  # in place: the header keeps its size and bytes
+    finally:
+        bar.close()
+        if file is not None:
+            file.close()  # a clean close keeps an interrupted partial file resumable
+    if main:
+        _fsync(spec.partial_path)
+        os.replace(spec.partial_path, spec.path)
+        print(f"source cache {spec.path}: complete ({human_bytes(spec.path.stat().st_size)} on disk)")
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return spec.path
+
+
+def _open_partial(spec: CacheSpec, layout: Layout, num_blocks: int) -> h5py.File:
+    """The partial file to continue: the interrupted one when it matches `spec` and `layout`, else a new one."""
+    partial = spec.partial_path
+    if partial.exists():
+        try:
+            file = h5py.File(partial, "r+", libver=LIBVER)
+        except OSError as e:
+            _raise_if_locked(e, partial)
+            reason = f"cannot be read ({_one_line(e)})"
+        else:
+            reason = _partial_mismatch(file, spec, layout, num_blocks)
+            if reason is None:
+                return file
+            file.close()
+        print(f"source cache {partial}: {reason}; starting over")
+        partial.unlink()
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _create_partial(partial, spec, layout, num_blocks)
+    except OSError as e:
+        _raise_if_locked(e, partial)
+        raise
+
+
+def _raise_if_locked(error: OSError, partial: Path) -> None:
+    # HDF5 locks a file open for writing: another process (a second run of the same config) builds it.
+    if "lock" in str(error).lower():
+        raise CacheError(f"source cache {partial} is being built by another process; wait for it, "
+                         f"or delete the file if no other process runs") from None
+
+
+def _partial_mismatch(file: h5py.File, spec: CacheSpec, layout: Layout, num_blocks: int) -> str | None:
+    try:
+        if file.attrs.get("identity") != spec.identity:
+            return "was started for other settings"
+        outputs, done = file["outputs"], file["done"]
+        if outputs.shape != spec.shape or outputs.chunks != layout.chunks or done.shape != (num_blocks,):
+            return "was started with another block layout"
+    except KeyError as e:
+        return f"is damaged ({_one_line(e)})"
+    return None
+
+
+def _create_partial(path: Path, spec: CacheSpec, layout: Layout, num_blocks: int) -> h5py.File:
+    file = h5py.File(path, "w", libver=LIBVER, track_order=False)
+    for name in sorted(spec.attrs):
+        file.attrs[name] = spec.attrs[name]
+    file.attrs["complete"] = np.uint8(0)
+    file.attrs["block_samples"] = layout.block_samples
+    # All storage is allocated now (sparse on disk: 'never' writes no fill), so later writes only
+    # fill bytes in place and the file ends byte-identical however often the build was resumed.
+    file.create_dataset("outputs", spec.shape, DTYPE, chunks=layout.chunks, dcpl=_early_allocation(),
+                        fill_time="never", track_times=False)
+    file.create_dataset("done", (num_blocks,), np.uint8, dcpl=_early_allocation(), fillvalue=0,
+                        fill_time="alloc", track_times=False)
+    file.flush()
+    return file
+
+
+def _early_allocation() -> h5p.PropDCID:
+    dcpl = h5p.create(h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5d.ALLOC_TIME_EARLY)
+    return dcpl
+
+
+@torch.inference_mode()
+def _compute_block(source, images: ImageSet, view_set: ViewSet, block: range, batch_size: int,
+                   device: torch.device, spec: CacheSpec) -> torch.Tensor:
+    """float16 [len(block), K, C] on the CPU; batches depend on the block only, never on the rank."""
+    k = view_set.count
+    pixels = torch.from_numpy(np.stack([images.load_image(i) for i in block])).permute(0, 3, 1, 2)  # uint8 NCHW
+    samples = torch.arange(len(block)).repeat_interleave(k)
+    views = torch.arange(k).repeat(len(block))
+    pieces = []
+    for lo in range(0, len(samples), batch_size):
+        s, v = samples[lo: lo + batch_size], views[lo: lo + batch_size]
+        x = to_float_images(apply_views(pixels[s].to(device), v.to(device), view_set))
+        pieces.append(source(x).to(torch.float16).cpu())
+    outputs = torch.cat(pieces).view(len(block), k, -1)
+    if outputs.shape[-1] != spec.shape[-1]:
+        raise CacheError(f"source '{spec.source}' returned {outputs.shape[-1]} classes, expected {spec.shape[-1]}")
+    if not torch.isfinite(outputs).all():
+        raise CacheError(f"source '{spec.source}' gave non-finite outputs (or logits beyond float16's 65504) on "
+                         f"samples {block.start}..{block.stop - 1}; its cache cannot be built, use cache: off")
+    return outputs
+
+
+def _gather_blocks(accelerator, outputs: torch.Tensor | None, block_samples: int, row_shape, device) -> torch.Tensor:
+    """Every rank's block (zeros where it had none), padded to one size: [world, block_samples, K, C]."""
+    padded = torch.zeros((block_samples, *row_shape), dtype=torch.float16)
+    if outputs is not None:
+        padded[: len(outputs)] = outputs
+    gathered = accelerator.gather(padded.to(device)).cpu()
+    return gathered.view(accelerator.num_processes, block_samples, *row_shape)
+
+
+def _write_block(file: h5py.File, block: range, number: int, outputs: torch.Tensor) -> None:
+    file["outputs"][block.start: block.stop] = outputs[: len(block)].numpy()
+    file["done"][number] = 1
+    file.flush()  # a kill now loses at most the next block
+
+
+def _verify(file: h5py.File, spec: CacheSpec, layout: Layout) -> None:
+    if not file["done"][...].all():
+        raise CacheError(f"source cache {spec.partial_path}: blocks missing after the build; delete it and rebuild")
+    if file.attrs.get("identity") != spec.identity:
+        raise CacheError(f"source cache {spec.partial_path}: identity attribute lost; delete it and rebuild")
+    outputs = file["outputs"]
+    for block in layout.blocks(spec.shape[0]):  # also re-checks blocks written by an earlier, interrupted build
+        if not np.isfinite(outputs[block.start: block.stop]).all():
+            raise CacheError(f"source cache {spec.partial_path}: non-finite values in samples "
+                             f"{block.start}..{block.stop - 1}; delete it and rebuild")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename must not publish a file whose bytes are still in flight
+    finally:
+        os.close(fd)
+
+
+def _on_main(accelerator, fn):
+    """fn() on rank 0, its (picklable) result, or its CacheError, on every rank: no rank waits forever."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return fn()
+    from accelerate.utils import broadcast_object_list
+    box = [None]
+    if accelerator.is_main_process:
+        try:
+            box = [("ok", fn())]
+        except CacheError as e:
+            box = [("error", str(e))]
+    broadcast_object_list(box, from_process=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise CacheError(value)
+    return value
+
+
+# ---------------------------------------------------------------- reading
+
+class CachedSource:
+    """A provider: the stored outputs of the batch's (index, view) pairs, float32 [B, C] on the batch's device.
+
+    The file is opened on the first lookup, in the training process: never before DataLoader
+    workers fork, never in a worker. A cache that fits `memory_bytes` is loaded whole onto
+    `device`; a larger one is read row by row through HDF5.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, int, int], device: torch.device, memory_bytes: int):
+        self.path, self.shape, self.device = Path(path), tuple(shape), torch.device(device)
+        self.nbytes = math.prod(self.shape) * np.dtype(DTYPE).itemsize
+        self.in_memory = self.nbytes <= memory_bytes
+        self._rows: torch.Tensor | None = None  # [N * K, C] float16 on `device`, memory path
+        self._file: h5py.File | None = None
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        index, view = batch["index"], batch["view"]
+        if self.in_memory:
+            if self._rows is None:
+                self._rows = self._load()
+            rows = index.to(self.device) * self.shape[1] + view.to(self.device)
+            out = self._rows.index_select(0, rows)  # a plain row gather: cheaper than 2-D advanced indexing
+        else:
+            out = torch.from_numpy(self._read_rows(index.cpu().numpy(), view.cpu().numpy()))
+        return out.to(index.device).float()
+
+    def _load(self) -> torch.Tensor:
+        with h5py.File(self.path, "r") as f:
+            outputs = np.empty(self.shape, dtype=DTYPE)
+            f["outputs"].read_direct(outputs)
+        return torch.from_numpy(outputs).view(-1, self.shape[2]).to(self.device)
+
+    def _read_rows(self, index: np.ndarray, view: np.ndarray) -> np.ndarray:
+        dataset = self._dataset()
+        n, k, c = self.shape
+        # Unique rows in file order: each is read once, and chunks are visited sequentially.
+        rows, inverse = np.unique(index.astype(np.int64) * k + view.astype(np.int64), return_inverse=True)
+        out = np.empty((len(rows), c), dtype=DTYPE)
+        file_space, memory_space = dataset.id.get_space(), h5s.create_simple((1, 1, c))
+        for j, row in enumerate(rows.tolist()):  # one low-level read per row: no high-level selection overhead
+            file_space.select_hyperslab((row // k, row % k, 0), (1, 1, c))
+            dataset.id.read(memory_space, file_space, out[j: j + 1].reshape(1, 1, c))
+        return out[inverse.reshape(-1)]
+
+    def _dataset(self) -> h5py.Dataset:
+        if self._file is None:
+            # Random rows rarely hit the same chunk twice across batches (the OS page cache serves
+            # re-reads), so the chunk cache only needs one batch's chunks: 256 of them, within [1, 64] MiB.
+            with h5py.File(self.path, "r") as f:
+                chunk_bytes = math.prod(f["outputs"].chunks) * np.dtype(DTYPE).itemsize
+            nbytes = min(max(256 * chunk_bytes, 1 << 20), 64 << 20)
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=nbytes, rdcc_w0=1.0,
+                                   rdcc_nslots=_prime_at_least(100 * (nbytes // chunk_bytes)))
+        return self._file["outputs"]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._rows = None
+
+    def __getstate__(self):
+        # An open HDF5 handle must not travel to another process; it reopens lazily there.
+        return {**self.__dict__, "_file": None, "_rows": None}
+
+
+def _prime_at_least(n: int) -> int:
+    # HDF5 hashes chunks into rdcc_nslots slots; a prime count spreads them best (h5py docs).
+    n = max(n, 2)
+    while any(n % d == 0 for d in range(2, math.isqrt(n) + 1)):
+        n += 1
+    return n
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [s.strip() for s in str(e).splitlines() if s.strip()] or [type(e).__name__]
+    return lines[0][:300]
