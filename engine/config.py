@@ -31,7 +31,7 @@ class DataConfig(Strict):
     image_size: int | None = None  # base size for file data sets (VOC); arrays keep their own
     pad: int = 4  # views are pad-`pad` crops x flips of the base image
     views: int = 162  # K views per training sample (2 = original + mirror; 162 = every pad-4 crop x flip)
-    loader: Literal["torch", "resident", "dali"] = "torch"
+    loader: Literal["auto", "torch", "resident", "dali"] = "auto"  # auto: see pipelines.loaders.choose_loader
     workers: int = 2
     batch_size: int = 128  # global batch, split across processes
     eval_batch_size: int = 256

@@ -64,6 +64,7 @@ def build_source_outputs(cfg: Config, sources, train_set, view_set: ViewSet, acc
         else:  # reuse the stored outputs of every view, building them first where needed
             providers[source.name] = open_cached_source(source, train_set, view_set, cfg.source_cache,
                                                         source_cfg.cache, accelerator, progress=cfg.train.progress)
+            source.to("cpu")  # not needed on the device any more: its outputs are stored
     return SourceOutputs(providers)
 
 

@@ -25,8 +25,19 @@ class Loader(Protocol):
     def __len__(self) -> int: ...
 
 
+def choose_loader(images: ImageSet, device: torch.device) -> str:
+    """`data.loader: auto`, after `make bench` (bench/results.json): in-memory arrays are fastest
+    device-resident (no workers at all); encoded files decode on the GPU with DALI where there
+    is one, and on a CPU the torch DataLoader's workers kept up with DALI's CPU decoder."""
+    if images.images is not None:
+        return "resident"
+    return "dali" if torch.device(device).type == "cuda" else "torch"
+
+
 def build_loader(kind: str, images: ImageSet, view_set: ViewSet, plan: PlanFn, device: torch.device,
                  workers: int = 2) -> Loader:
+    if kind == "auto":
+        kind = choose_loader(images, device)
     if kind == "torch":
         from pipelines.torch_loaders import TorchLoader
         return TorchLoader(images, view_set, plan, device, workers)
@@ -36,7 +47,7 @@ def build_loader(kind: str, images: ImageSet, view_set: ViewSet, plan: PlanFn, d
     if kind == "dali":
         from pipelines.dali_images import DaliLoader
         return DaliLoader(images, view_set, plan, device, workers)
-    raise ValueError(f"data.loader: unknown loader {kind!r} (torch, resident, dali)")
+    raise ValueError(f"data.loader: unknown loader {kind!r} (auto, torch, resident, dali)")
 
 
 def to_float_images(uint8_nchw: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -112,7 +113,9 @@ def bench_training(args, workdir: Path, accelerator) -> dict:
 
 
 def _memory_table(cached):
-    table = cached._load()  # the whole [N, K, C] float16 array, as a cache that fits memory holds it
+    """The limit: the same outputs as a plain [N, K, C] tensor in memory, indexed directly."""
+    with h5py.File(cached.path, "r") as f:
+        table = torch.from_numpy(f["outputs"][()])
 
     def lookup(batch):
         return table[batch["index"], batch["view"]].float()
@@ -171,6 +174,9 @@ def print_report(report: dict) -> None:
     for kind in ("torch", "resident", "dali"):
         cells = [f"{report['loaders'][d][kind]:.0f}" if kind in report["loaders"][d] else "n/a" for d in report["loaders"]]
         print(f"| {kind} | " + " | ".join(cells) + " |")
+    for data, rates in report["loaders"].items():
+        print(f"fastest for {data}: {max(rates, key=rates.get)} "
+              f"({max(rates.values()) / rates['torch']:.1f}x the torch DataLoader)")
 
 
 def main(argv=None) -> int:

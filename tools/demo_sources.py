@@ -6,17 +6,21 @@ Each source is an ordinary scratch run of the engine (configs/demo/source_*.yaml
 on a large labeling of the procedural set that differs from the target's; its
 deployed checkpoint is exported to data/demo/sources/<name>.pt, where the demo
 configs load it through the same `checkpoint` source loader as any other file.
-An existing export is reused; an interrupted pretraining resumes.
+An export is reused only while its identity (the source config, the overrides and
+the procedural generator's version) is unchanged, else it is trained anew; an
+interrupted pretraining resumes.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import sys
 from pathlib import Path
 
 from engine.config import load_config
 from engine.train import train
+from pipelines.datasets import procedural
 
 SOURCES = {"object": "configs/demo/source_object.yaml", "scene": "configs/demo/source_scene.yaml"}
 
@@ -25,18 +29,25 @@ def export_path(out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}.pt"
 
 
+def identity(config: str, overrides: list[str]) -> str:
+    text = Path(config).read_text() + "\n".join(overrides) + f"\nprocedural v{procedural.VERSION}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def ensure_demo_sources(out_dir: Path = Path("data/demo/sources"), overrides: list[str] = ()) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, config in SOURCES.items():
-        path = export_path(out_dir, name)
-        if not path.exists():
+        path, stamp = export_path(out_dir, name), out_dir / f"{name}.identity"
+        wanted = identity(config, list(overrides))
+        if not path.exists() or not stamp.exists() or stamp.read_text() != wanted:
             print(f"pretraining the demo's {name}-like source ({config}), once")
-            cfg = load_config(config, list(overrides))
+            cfg = load_config(config, [*overrides, f"run.name=demo/source_{name}-{wanted}"])
             train(cfg)
             tmp = path.with_name(f".{path.name}.tmp")
             shutil.copyfile(cfg.run_dir() / "checkpoints" / "final.pt", tmp)
             tmp.rename(path)
+            stamp.write_text(wanted)
         paths[name] = path
     return paths
 
