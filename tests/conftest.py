@@ -26,6 +26,7 @@ sources:
 method: {{name: sskt, alpha: 0.5}}
 optim: {{lr: 0.05, schedule: multistep, milestones: [1]}}
 train: {{epochs: 2, progress: false}}
+source_cache: {{root: {cache}}}
 run: {{root: {runs}}}
 """
 
@@ -42,5 +43,6 @@ def source_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_config(tmp_path, source_checkpoint) -> Path:
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.format(data=tmp_path.parent / "shared-data", weights=source_checkpoint, runs=tmp_path / "runs"))
+    path.write_text(TINY.format(data=tmp_path.parent / "shared-data", weights=source_checkpoint, runs=tmp_path / "runs",
+                               cache=tmp_path / "source_cache"))
     return path

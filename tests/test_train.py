@@ -89,7 +89,7 @@ def test_changed_settings_refuse_to_resume(tiny_config, capsys):
 
 def test_two_processes_agree_with_one(tiny_config, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    common = ["--config", str(tiny_config), "train.epochs=1"]
+    common = ["--config", str(tiny_config), "train.epochs=1", "data.views=4", "sources.0.cache=auto"]  # the default path
     one = subprocess.run([sys.executable, "-m", "engine.train", *common, "run.name=one"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
@@ -102,6 +102,7 @@ def test_two_processes_agree_with_one(tiny_config, tmp_path):
     m2 = read_jsonl(runs / "two" / "seed0" / "metrics.jsonl")[0]
     s2 = json.loads((runs / "two" / "seed0" / "summary.json").read_text())
     assert s2["processes"] == 2
+    assert len(list((tmp_path / "source_cache").glob("object-train-*.h5"))) == 1  # built once, then shared
     assert m1["train/images"] == m2["train/images"] == 96  # the same samples, split across processes
     assert m1["test/images"] == m2["test/images"] == 50  # evaluation neither drops nor duplicates
     print("1 process:", m1, "\n2 processes:", m2)
