@@ -35,6 +35,9 @@ from pipelines.loaders import build_loader
 from pipelines.plan import eval_plan, train_plan
 from pipelines.views import EVAL_VIEWS, ViewSet
 
+# What bad input raises: each one line naming the file, key or value; the entry points exit 2 on them.
+INPUT_ERRORS = (ConfigError, DatasetError, SourceError, CacheError)
+
 # Keys that may change when an interrupted run is resumed; anything else would mix two experiments.
 RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.resume", "train.checkpoint_every", "train.eval_every",
                      "data.workers"}
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         train(load_config(args.config, args.overrides))
-    except (ConfigError, DatasetError, SourceError, CacheError) as e:
+    except INPUT_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -18,10 +18,11 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from engine.config import ConfigError, load_config
-from engine.source_cache import CacheError, human_bytes, open_cached_source
-from models.sources import SourceError, load_sources
-from pipelines.datasets import DatasetError, build_split
+from engine.config import load_config
+from engine.source_cache import human_bytes, open_cached_source
+from engine.train import INPUT_ERRORS
+from models.sources import load_sources
+from pipelines.datasets import build_split
 from pipelines.views import ViewSet
 
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cache_sources(args.config, args.overrides, args.check)
-    except (ConfigError, DatasetError, SourceError, CacheError) as e:
+    except INPUT_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
