@@ -10,17 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("nvidia.dali")
+import nvidia.dali  # noqa: F401  a pinned dependency: its absence must fail, not skip
 
-from engine.config import DataConfig  # noqa: E402
-from pipelines.dali_images import DaliLoader  # noqa: E402
-from pipelines.datasets import build_split  # noqa: E402
-from pipelines.datasets.base import ImageSet, decode_resized  # noqa: E402
-from pipelines.loaders import build_loader  # noqa: E402
-from pipelines.plan import eval_plan, train_plan  # noqa: E402
-from pipelines.resident import ResidentLoader  # noqa: E402
-from pipelines.torch_loaders import TorchLoader  # noqa: E402
-from pipelines.views import EVAL_VIEWS, ViewSet  # noqa: E402
+from engine.config import DataConfig
+from pipelines.dali_images import DaliLoader
+from pipelines.datasets import build_split
+from pipelines.datasets.base import ImageSet, decode_resized
+from pipelines.loaders import build_loader
+from pipelines.plan import eval_plan, train_plan
+from pipelines.resident import ResidentLoader
+from pipelines.torch_loaders import TorchLoader
+from pipelines.views import EVAL_VIEWS, ViewSet
 
 CPU = torch.device("cpu")
 VIEWS = ViewSet(pad=4, count=162)
