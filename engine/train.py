@@ -148,6 +148,7 @@ def train(cfg: Config) -> dict:
               f"{view_set.describe()}" + (f", resuming after epoch {state['epoch']}" if state["epoch"] else ""))
     accelerator.init_trackers("tensorboard")
 
+    first_epoch, run_started = state["epoch"], time.perf_counter()
     for epoch in range(state["epoch"], cfg.train.epochs):
         started = time.perf_counter()
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
@@ -168,8 +169,10 @@ def train(cfg: Config) -> dict:
         if accelerator.is_main_process:
             run.append_metrics(record)
             tested = f"{main_metric} {record[main_metric]:.2f}  best {state['best']:.2f}  " if main_metric in record else ""
+            remaining = (cfg.train.epochs - epoch - 1) * (time.perf_counter() - run_started) / (epoch + 1 - first_epoch)
             print(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train/loss']:.4f}  {tested}"
-                  f"{record['train/images_per_s']:.0f} img/s  {record['epoch_seconds']:.1f}s")
+                  f"{record['train/images_per_s']:.0f} img/s  {record['epoch_seconds']:.1f}s  "
+                  f"eta {remaining / 60:.1f} min")
         checkpoint.save_training_state(accelerator, run.checkpoints, state)
 
     accelerator.end_training()
