@@ -108,3 +108,26 @@ def test_two_processes_agree_with_one(tiny_config, tmp_path):
     print("1 process:", m1, "\n2 processes:", m2)
     # BatchNorm statistics are per process on CPU (SyncBatchNorm needs a GPU), so losses agree closely, not exactly.
     assert m2["train/loss"] == pytest.approx(m1["train/loss"], rel=0.05)
+
+
+def test_multilabel_voc_run_reports_map_and_sample_ap(tmp_path, source_checkpoint):
+    """VOC files through the whole engine: JPEG loader, BCE task loss, a cached source, mAP metrics."""
+    from tests.test_datasets import write_voc
+    write_voc(tmp_path / "voc")
+    config = tmp_path / "voc.yaml"
+    config.write_text(f"""
+data: {{dataset: voc2007, root: {tmp_path / 'voc'}, image_size: 32, views: 2, batch_size: 2, workers: 0,
+        mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}
+model: {{target: resnet8, head: linear}}
+sources: [{{name: object, format: checkpoint, arch: resnet8, weights: {source_checkpoint}, resize: {{size: 40}}}}]
+method: {{name: sskt, task_loss: bce}}
+train: {{epochs: 1, progress: false}}
+source_cache: {{root: {tmp_path / 'cache'}}}
+run: {{root: {tmp_path / 'runs'}}}
+""")
+    summary = train(load_config(config))
+    assert summary["metric"] == "test/mAP"
+    assert set(summary["final"]) == {"test/mAP", "test/sample_ap", "test/images"}
+    assert summary["final"]["test/images"] == 1
+    assert 0 <= summary["final"]["test/sample_ap"] <= 100
+    assert len(list((tmp_path / "cache").glob("object-train-*.h5"))) == 1

@@ -69,4 +69,4 @@ def decode_resized(path: str, size: tuple[int, int]) -> np.ndarray:
         img = img.convert("RGB")
         if img.size != (size[1], size[0]):
             img = img.resize((size[1], size[0]), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+        return np.array(img, dtype=np.uint8)  # writable: loaders hand it to torch without a copy
