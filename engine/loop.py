@@ -22,6 +22,7 @@ def train_one_epoch(accelerator, model, method, source_outputs, loader, optimize
     start = time.perf_counter()
     bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=False,
                disable=not (show_progress and accelerator.is_local_main_process), dynamic_ncols=True)
+    steps = 0
     for batch in loader.epoch(epoch):
         with accelerator.accumulate(model):
             with accelerator.autocast():
@@ -36,12 +37,15 @@ def train_one_epoch(accelerator, model, method, source_outputs, loader, optimize
             sums[name] = sums.get(name, 0) + value.float() * n
         if batch["label"].ndim == 1:
             correct += (output.logits.argmax(1) == batch["label"]).sum()
+        steps += 1
         bar.update(1)
-        if bar.n % 10 == 0 or bar.n == bar.total:  # reading tensors syncs with the device: not every step
+        if not bar.disable and (steps % 10 == 0 or steps == bar.total):  # reading tensors syncs with the device
             rate = float(seen) * accelerator.num_processes / (time.perf_counter() - start)
             accuracy = f"{100 * float(correct / seen):.1f}" if batch["label"].ndim == 1 else "-"
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=accuracy, img_s=f"{rate:.0f}")
     bar.close()
+    if not steps:
+        raise ValueError(f"epoch {epoch + 1}: no training batch (fewer samples than processes?)")
     totals = accelerator.reduce(torch.stack([seen, correct, *sums.values()]), reduction="sum")
     elapsed = time.perf_counter() - start
     record = {f"train/{name}": float(v / totals[0]) for name, v in zip(sums, totals[2:])}
