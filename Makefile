@@ -7,6 +7,8 @@ CONFIG  ?= configs/demo/sskt.yaml
 ARGS    ?=
 NPROC   ?= 1
 SEEDS   ?= 0 1
+# One process, or the same module under accelerate launch on NPROC GPUs.
+LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m)
 
 .PHONY: setup test train demo demo-sources cache bench clean-runs
 
@@ -23,11 +25,7 @@ test: setup
 
 # The embedded demo needs its two stand-in sources, pretrained once and reused.
 train: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources)
-ifeq ($(NPROC),1)
-	$(PY) -m engine.train --config $(CONFIG) $(ARGS)
-else
-	$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m engine.train --config $(CONFIG) $(ARGS)
-endif
+	$(LAUNCH) engine.train --config $(CONFIG) $(ARGS)
 
 demo-sources: setup
 	$(PY) -m tools.demo_sources
@@ -38,11 +36,7 @@ demo: demo-sources
 
 # Build the frozen-source output caches of CONFIG ahead of training (train builds them too).
 cache: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources)
-ifeq ($(NPROC),1)
-	$(PY) -m tools.cache_sources --config $(CONFIG) $(ARGS)
-else
-	$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m tools.cache_sources --config $(CONFIG) $(ARGS)
-endif
+	$(LAUNCH) tools.cache_sources --config $(CONFIG) $(ARGS)
 
 # Throughput figures and ratios, measured in one run: bench/results.json.
 bench: setup

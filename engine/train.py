@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
@@ -75,7 +76,6 @@ def check_resumable(cfg: Config, run: RunFolder) -> None:
     stored_file = run.path / "config.yaml"
     if not stored_file.exists():
         return
-    import yaml
     stored = _flatten(yaml.safe_load(stored_file.read_text()))
     current = _flatten(cfg.model_dump(mode="json"))
     changed = sorted(k for k in stored.keys() | current.keys()
@@ -214,17 +214,22 @@ def primary_metric_line(summary: dict) -> str:
             f"(epoch {summary['best']['epoch']}), {summary['epochs']} epochs")
 
 
+def exit_status(job, *args) -> int:
+    """Run an entry point's job: bad input is one line on stderr and exit status 2."""
+    try:
+        job(*args)
+    except INPUT_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="experiment YAML (configs/...)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=2 sources.0.cache=off")
     args = parser.parse_args(argv)
-    try:
-        train(load_config(args.config, args.overrides))
-    except INPUT_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: train(load_config(args.config, args.overrides)))
 
 
 if __name__ == "__main__":

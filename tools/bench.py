@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from PIL import Image
+from torchvision.models import resnet50
 
 from engine.checkpoint import save_deployed
 from engine.config import DataConfig, MethodConfig, SourceCacheConfig, SourceConfig
@@ -54,7 +55,6 @@ def make_sources(folder: Path) -> list:
         torch.manual_seed(i)
         path = folder / f"{name}_resnet50.pt"
         classes = 1000 if name == "imagenet" else 365
-        from torchvision.models import resnet50
         save_deployed(resnet50(num_classes=classes).state_dict(), "resnet50", classes, path)
         sources.append(load_source(SourceConfig(name=name, format="checkpoint", arch="resnet50", weights=str(path))))
     return sources

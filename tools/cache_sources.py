@@ -20,7 +20,7 @@ from accelerate import Accelerator
 
 from engine.config import load_config
 from engine.source_cache import human_bytes, open_cached_source
-from engine.train import INPUT_ERRORS
+from engine.train import exit_status
 from models.sources import load_sources
 from pipelines.datasets import build_split
 from pipelines.views import ViewSet
@@ -52,12 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only validate: exit 2 if a cache is missing or bad")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. source_cache.batch_size=512")
     args = parser.parse_args(argv)
-    try:
-        cache_sources(args.config, args.overrides, args.check)
-    except INPUT_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(cache_sources, args.config, args.overrides, args.check)
 
 
 if __name__ == "__main__":
