@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
+
+from pipelines.storage import atomic_path, publish, write_atomic
 
 STATE_DIR = "last"
 TRAINER_FILE = "trainer.json"
@@ -28,12 +29,12 @@ def save_training_state(accelerator, folder: Path, trainer_state: dict) -> None:
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        (tmp / TRAINER_FILE).write_text(json.dumps(trainer_state))
+        write_atomic(tmp / TRAINER_FILE, json.dumps(trainer_state))
         old = folder / f".{STATE_DIR}.old"
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             final.rename(old)
-        tmp.rename(final)
+        publish(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
@@ -51,6 +52,5 @@ def load_training_state(accelerator, folder: Path) -> dict | None:
 
 
 def save_deployed(state_dict: dict, arch: str, num_classes: int, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"arch": arch, "num_classes": num_classes, "state_dict": state_dict}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"arch": arch, "num_classes": num_classes, "state_dict": state_dict}, tmp)

@@ -5,8 +5,9 @@ checkpoints/, summary.json (written last, atomically: present = finished).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from pipelines.storage import write_atomic
 
 
 class RunFolder:
@@ -37,8 +38,3 @@ class RunFolder:
     def write_summary(self, summary: dict) -> None:
         write_atomic(self.summary_file, json.dumps(summary, indent=2) + "\n")
 
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

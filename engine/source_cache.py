@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 
 from pipelines.datasets.base import ImageSet
 from pipelines.loaders import to_float_images
+from pipelines.storage import publish
 from pipelines.views import ViewSet, apply_views
 
 FORMAT_VERSION = "sskt-source-cache-v1"  # bump when the layout or the way outputs are computed changes
@@ -234,8 +234,7 @@ def build_cache(source, images: ImageSet, view_set: ViewSet, path: Path | str, b
         if file is not None:
             file.close()  # a clean close keeps an interrupted partial file resumable
     if main:
-        _fsync(spec.partial_path)
-        os.replace(spec.partial_path, spec.path)
+        publish(spec.partial_path, spec.path)
         print(f"source cache {spec.path}: complete ({human_bytes(spec.path.stat().st_size)} on disk)")
     if accelerator is not None:
         accelerator.wait_for_everyone()
@@ -354,14 +353,6 @@ def _verify(file: h5py.File, spec: CacheSpec, layout: Layout) -> None:
         if not np.isfinite(outputs[block.start: block.stop]).all():
             raise CacheError(f"source cache {spec.partial_path}: non-finite values in samples "
                              f"{block.start}..{block.stop - 1}; delete it and rebuild")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the rename must not publish a file whose bytes are still in flight
-    finally:
-        os.close(fd)
 
 
 def _on_main(accelerator, fn):

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
 import sys
 from pathlib import Path
 
 from engine.config import load_config
 from engine.train import train
 from pipelines.datasets import procedural
+from pipelines.storage import copy_atomic, write_atomic
 
 SOURCES = {"object": "configs/demo/source_object.yaml", "scene": "configs/demo/source_scene.yaml"}
 
@@ -44,10 +44,8 @@ def ensure_demo_sources(out_dir: Path = Path("data/demo/sources"), overrides: li
             print(f"pretraining the demo's {name}-like source ({config}), once")
             cfg = load_config(config, [*overrides, f"run.name=demo/source_{name}-{wanted}"])
             train(cfg)
-            tmp = path.with_name(f".{path.name}.tmp")
-            shutil.copyfile(cfg.run_dir() / "checkpoints" / "final.pt", tmp)
-            tmp.rename(path)
-            stamp.write_text(wanted)
+            copy_atomic(cfg.run_dir() / "checkpoints" / "final.pt", path)
+            write_atomic(stamp, wanted)
         paths[name] = path
     return paths
 

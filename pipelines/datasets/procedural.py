@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -35,6 +34,7 @@ import numpy as np
 
 from pipelines.datasets import DatasetError
 from pipelines.datasets.base import ImageSet
+from pipelines.storage import atomic_path
 
 if TYPE_CHECKING:
     from engine.config import DataConfig
@@ -136,14 +136,10 @@ def _load(path: Path, count: int) -> dict[str, np.ndarray] | None:
 
 def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
     # tmp + rename: a concurrent reader (another rank) sees the old file or the whole new one.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         warnings.warn(f"procedural: cannot cache into {path.parent} ({e}); images will be regenerated next time")
 
 

@@ -1,0 +1,35 @@
+"""The one atomic writer: a reader sees the old file or the whole new one, never a part."""
+from __future__ import annotations
+
+import pytest
+
+from pipelines.storage import atomic_path, copy_atomic, write_atomic
+
+
+def test_write_atomic_replaces_whole_file(tmp_path):
+    path = tmp_path / "sub" / "file.txt"
+    write_atomic(path, "first")
+    write_atomic(path, b"second")
+    assert path.read_text() == "second"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["file.txt"]  # no temporary left
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "file.bin"
+    write_atomic(path, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_atomic_path_publishes_a_folder(tmp_path):
+    path = tmp_path / "state"
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        (tmp / "a.txt").write_text("a")
+    assert (path / "a.txt").read_text() == "a"
+    copy_atomic(path / "a.txt", tmp_path / "b.txt")
+    assert (tmp_path / "b.txt").read_text() == "a"
