@@ -1,16 +1,47 @@
 """Auxiliary heads: one per source, predicting in that source's label space.
 
 Every head is called as `head(stages, pooled) -> logits`, where `stages` are the
-target's stage outputs and `pooled` its pooled final feature.
+target's stage outputs and `pooled` its pooled final feature. Heads read only the
+target's declared interface (models.targets.base.Target): stage_channels,
+transfer_module_width and spatial_dims, so the same head serves 2D and 3D targets.
+
+`HEADS` is the one list of head kinds (`model.head` in a config): name -> builder
+`(target, num_classes) -> nn.Module`. Add a kind with `@register_head("name")`.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
-HeadKind = Literal["linear", "transfer_module"]
+from models.layers import Layers, layers
+
+if TYPE_CHECKING:
+    from models.targets.base import Target
+
+HeadBuilder = Callable[["Target", int], nn.Module]
+HEADS: dict[str, HeadBuilder] = {}
+
+
+def register_head(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
+    def decorate(builder: HeadBuilder) -> HeadBuilder:
+        if name in HEADS:
+            raise ValueError(f"head kind {name!r} is already registered")
+        HEADS[name] = builder
+        return builder
+
+    return decorate
+
+
+def head_names() -> list[str]:
+    return sorted(HEADS)
+
+
+def build_head(kind: str, target: Target, num_classes: int) -> nn.Module:
+    if kind not in HEADS:
+        raise ValueError(f"unknown head kind {kind!r}; expected one of: {', '.join(head_names())}")
+    return HEADS[kind](target, num_classes)
 
 
 class LinearHead(nn.Module):
@@ -24,26 +55,28 @@ class LinearHead(nn.Module):
         return self.fc(pooled)
 
 
-def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+def _conv_bn_relu(nd: Layers, cin: int, cout: int, kernel: int, stride: int = 1) -> list[nn.Module]:
+    return [nd.conv(cin, cout, kernel, stride, kernel // 2), nd.batch_norm(cout), nn.ReLU(inplace=True)]
 
 
 class TransferModule(nn.Module):
     """SSKT transfer module: reads every stage, so the source signal reaches all depths.
 
     Per stage: 1x1 (c -> mid), 3x3 stride 2 (mid -> mid), 1x1 (mid -> width), each
-    conv+BN+ReLU, then GAP. The per-stage vectors are averaged and classified.
+    conv (with bias) + BN + ReLU, then global average pooling; mid = width // 2. The
+    per-stage vectors are averaged and classified. With spatial_dims=3 the kernels are
+    1x1x1 and 3x3x3, as in the reference's 3D ResNet (`aggregation_feature`).
     """
 
-    def __init__(self, stage_channels: list[int], num_classes: int, width: int):
+    def __init__(self, stage_channels: list[int], num_classes: int, width: int, spatial_dims: int = 2):
         super().__init__()
-        mid = width // 2
+        nd, mid = layers(spatial_dims), width // 2
         self.branches = nn.ModuleList(
             nn.Sequential(
-                *_conv_bn_relu(c, mid, 1),
-                *_conv_bn_relu(mid, mid, 3, stride=2),
-                *_conv_bn_relu(mid, width, 1),
-                nn.AdaptiveAvgPool2d(1),
+                *_conv_bn_relu(nd, c, mid, 1),
+                *_conv_bn_relu(nd, mid, mid, 3, stride=2),
+                *_conv_bn_relu(nd, mid, width, 1),
+                nd.adaptive_avg_pool(1),
                 nn.Flatten(1),
             )
             for c in stage_channels
@@ -57,18 +90,11 @@ class TransferModule(nn.Module):
         return self.fc(feats.mean(dim=0))
 
 
-def transfer_module_width(target: nn.Module) -> int:
-    """Width rule of the SSKT reference implementation."""
-    if target.kind == "imagenet":
-        return 1000
-    if target.kind in ("cifar", "vgg"):
-        return target.stage_channels[-1]
-    raise ValueError(f"no transfer-module width rule for target kind {target.kind!r}")
+@register_head("linear")
+def linear_head(target: Target, num_classes: int) -> LinearHead:
+    return LinearHead(target.stage_channels[-1], num_classes)
 
 
-def build_head(kind: HeadKind, target: nn.Module, num_classes: int) -> nn.Module:
-    if kind == "linear":
-        return LinearHead(target.stage_channels[-1], num_classes)
-    if kind == "transfer_module":
-        return TransferModule(target.stage_channels, num_classes, transfer_module_width(target))
-    raise ValueError(f"unknown head kind {kind!r}; expected 'linear' or 'transfer_module'")
+@register_head("transfer_module")
+def transfer_module(target: Target, num_classes: int) -> TransferModule:
+    return TransferModule(target.stage_channels, num_classes, target.transfer_module_width, target.spatial_dims)

@@ -17,15 +17,21 @@ class ModelOutput(NamedTuple):  # a NamedTuple so Accelerate's autocast output c
 
 
 class Normalize(nn.Module):
-    """Images arrive in [0, 1]; each network normalizes them its own way."""
+    """Images and clips arrive in [0, 1]; each network normalizes them its own way.
+
+    Per channel (dim 1) for any rank: [N, C, H, W] images, [N, C, T, H, W] clips.
+    """
 
     def __init__(self, mean, std):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).flatten(), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).flatten(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        if x.dim() < 2 or self.mean.numel() not in (1, x.shape[1]):
+            raise ValueError(f"Normalize expects [N, {self.mean.numel()}, ...] inputs, got shape {tuple(x.shape)}")
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
 
 
 class TargetWithHeads(nn.Module):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.registry import register_target
+from models.targets.base import Target
 
 Shortcut = Literal["A", "B"]
 
@@ -47,14 +48,14 @@ class _BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
-    kind = "cifar"
+class CifarResNet(Target):
 
     def __init__(self, blocks_per_stage: int, num_classes: int, shortcut: Shortcut = "A"):
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
         self.stage_channels = [16, 32, 64]
+        self.transfer_module_width = self.stage_channels[-1]  # reference rule for CIFAR targets
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
         stages, in_planes = [], 16
         for i, planes in enumerate(self.stage_channels):
@@ -65,7 +66,6 @@ class CifarResNet(nn.Module):
                 in_planes = planes
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.classifier = nn.Linear(in_planes, num_classes)
         for m in self.modules():  # as in akamaster: Kaiming-normal weights, default biases
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -77,9 +77,6 @@ class CifarResNet(nn.Module):
             x = stage(x)
             outs.append(x)
         return outs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.pool(self.forward_stages(x)[-1]))
 
 
 def _register(depth: int) -> None:

@@ -6,25 +6,19 @@ torchvision's, so its pretrained weights load with strict=True.
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from models.registry import register_target
+from models.targets.base import Target
 
 
-class StagedResNet(ResNet):
-    kind = "imagenet"
+class StagedResNet(Target, ResNet):
+    classifier_name = "fc"  # torchvision's key
+    transfer_module_width = 1000  # reference rule for ImageNet-style ResNets
 
     def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int], num_classes: int, **kw):
         super().__init__(block, layers, num_classes=num_classes, **kw)
         self.stage_channels = [64 * block.expansion * 2**i for i in range(4)]
-        # Parameter-free, so the state_dict is unchanged.
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-
-    @property
-    def classifier(self) -> nn.Linear:
-        # A property, not a second attribute: registering fc twice would duplicate its state_dict keys.
-        return self.fc
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -33,9 +27,6 @@ class StagedResNet(ResNet):
             x = layer(x)
             outs.append(x)
         return outs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.pool(self.forward_stages(x)[-1]))
 
 
 @register_target("resnet18")

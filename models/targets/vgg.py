@@ -11,16 +11,17 @@ import torch
 from torch import nn
 
 from models.registry import register_target
+from models.targets.base import Target
 
 _VGG16_BLOCKS = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
 
 
-class CifarVGG(nn.Module):
-    kind = "vgg"
+class CifarVGG(Target):
 
     def __init__(self, blocks: list[list[int]], num_classes: int):
         super().__init__()
         self.stage_channels = [block[-1] for block in blocks]
+        self.transfer_module_width = self.stage_channels[-1]  # reference rule for VGG targets
         stages, in_ch = [], 3
         for i, block in enumerate(blocks):
             layers: list[nn.Module] = [nn.MaxPool2d(2, 2)] if i > 0 else []
@@ -29,7 +30,6 @@ class CifarVGG(nn.Module):
                 in_ch = out_ch
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.classifier = nn.Linear(in_ch, num_classes)
         for m in self.modules():  # torchvision's VGG init
             if isinstance(m, nn.Conv2d):
@@ -45,9 +45,6 @@ class CifarVGG(nn.Module):
             x = stage(x)
             outs.append(x)
         return outs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.pool(self.forward_stages(x)[-1]))
 
 
 @register_target("vgg16_bn")

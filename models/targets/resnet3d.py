@@ -1,0 +1,156 @@
+"""3D ResNet-10/18/34/50 of Hara et al. (CVPR 2018), as in 3D-ResNets-PyTorch.
+
+Follows that project's models/resnet.py of 2017-18 (the one the SSKT reference copied
+and whose Kinetics checkpoints, e.g. resnet-18-kinetics.pth, it fine-tuned):
+conv1 7x7x7 stride (1, 2, 2) padding 3, BN, ReLU, max-pool 3x3x3 stride 2 (time too),
+four stages of BasicBlock/Bottleneck with 3x3x3 convs (64/128/256/512 planes; stride 2
+in stages 2-4), global average pooling, fc. Module names are the reference's (conv1,
+bn1, layer1-4, downsample, fc), so its state_dicts load unchanged.
+
+Shortcut A (the SSKT paper's `--resnet_shortcut A`, the default here) subsamples and
+appends zero channels, parameter-free; the reference builds it from `out.data`, so no
+gradient flows through it: reproduced. Shortcut B is a 1x1x1 projection + BN.
+Inputs are clips [N, 3, T, H, W] (the reference: 16 x 112 x 112). The reference's
+fixed-size AvgPool3d equals the global average pooling used here at its clip sizes.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.layers import layers
+from models.registry import register_target
+from models.targets.base import Target
+
+Shortcut = Literal["A", "B"]
+_3D = layers(3)
+
+
+class _ZeroPadShortcut(nn.Module):
+    """Shortcut A: every `stride`-th position in T, H and W, zero channels appended."""
+
+    def __init__(self, out_channels: int, stride: int):
+        super().__init__()
+        self.out_channels, self.stride = out_channels, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stride
+        x = x[:, :, ::s, ::s, ::s].detach()  # the reference's `out.data`: no gradient through the shortcut
+        return F.pad(x, (0, 0, 0, 0, 0, 0, 0, self.out_channels - x.shape[1]))
+
+
+def _conv3x3x3(cin: int, cout: int, stride: int = 1) -> nn.Module:
+    return _3D.conv(cin, cout, 3, stride, 1, bias=False)
+
+
+class BasicBlock3d(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = _conv3x3x3(inplanes, planes, stride)
+        self.bn1 = _3D.batch_norm(planes)
+        self.conv2 = _conv3x3x3(planes, planes)
+        self.bn2 = _3D.batch_norm(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        residual = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + residual)
+
+
+class Bottleneck3d(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = _3D.conv(inplanes, planes, 1, bias=False)
+        self.bn1 = _3D.batch_norm(planes)
+        self.conv2 = _conv3x3x3(planes, planes, stride)
+        self.bn2 = _3D.batch_norm(planes)
+        self.conv3 = _3D.conv(planes, planes * 4, 1, bias=False)
+        self.bn3 = _3D.batch_norm(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        residual = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + residual)
+
+
+class ResNet3d(Target):
+    spatial_dims = 3
+    classifier_name = "fc"  # the reference's key
+    transfer_module_width = 1000  # the reference's 3D transfer module: branch width 1000, middle 500
+
+    def __init__(self, block: type[BasicBlock3d | Bottleneck3d], blocks_per_stage: list[int], num_classes: int,
+                 shortcut: Shortcut = "A", depth: int | None = None):
+        super().__init__()
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+        self.shortcut = shortcut
+        self.pretrained_arch = f"resnet-{depth}" if depth else None  # the `arch` of the reference's checkpoints
+        self.conv1 = _3D.conv(3, 64, 7, (1, 2, 2), 3, bias=False)
+        self.bn1 = _3D.batch_norm(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = _3D.max_pool(3, 2, 1)
+        self.inplanes = 64
+        self.layer1 = self._make_stage(block, 64, blocks_per_stage[0], 1)
+        self.layer2 = self._make_stage(block, 128, blocks_per_stage[1], 2)
+        self.layer3 = self._make_stage(block, 256, blocks_per_stage[2], 2)
+        self.layer4 = self._make_stage(block, 512, blocks_per_stage[3], 2)
+        self.stage_channels = [p * block.expansion for p in (64, 128, 256, 512)]
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        for m in self.modules():  # the reference's init; the Linear keeps PyTorch's default
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_stage(self, block: type[BasicBlock3d | Bottleneck3d], planes: int, blocks: int,
+                    stride: int) -> nn.Sequential:
+        out = planes * block.expansion
+        downsample = None
+        if stride != 1 or self.inplanes != out:
+            if self.shortcut == "A":
+                downsample = _ZeroPadShortcut(out, stride)
+            else:
+                downsample = nn.Sequential(_3D.conv(self.inplanes, out, 1, stride, bias=False), _3D.batch_norm(out))
+        stage = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = out
+        stage += [block(out, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*stage)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs = []
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+
+_DEPTHS = {10: (BasicBlock3d, [1, 1, 1, 1]), 18: (BasicBlock3d, [2, 2, 2, 2]),
+           34: (BasicBlock3d, [3, 4, 6, 3]), 50: (Bottleneck3d, [3, 4, 6, 3])}
+
+
+def _register(depth: int) -> None:
+    block, blocks_per_stage = _DEPTHS[depth]
+
+    @register_target(f"resnet3d_{depth}")
+    def build(num_classes: int, shortcut: Shortcut = "A") -> ResNet3d:
+        return ResNet3d(block, blocks_per_stage, num_classes, shortcut, depth)
+
+
+for _depth in _DEPTHS:
+    _register(_depth)
