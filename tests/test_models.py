@@ -6,13 +6,15 @@ import torch
 import torchvision
 from torch import nn
 
-from models.heads import LinearHead, TransferModule, transfer_module_width
-from models.network import TargetWithHeads, count_parameters
+from models.heads import HEADS, LinearHead, TransferModule, head_names
+from models.network import Normalize, TargetWithHeads, count_parameters
 from models.registry import build_head, build_target, target_names
+from models.targets.base import Target
 
 CIFAR_DEPTHS = {"resnet8": 1, "resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
 IMAGENET = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 4, 6, 3]), "resnet50": ("bottleneck", [3, 4, 6, 3])}
 VGG16_BLOCKS = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
+RESNET3D = ["resnet3d_10", "resnet3d_18", "resnet3d_34", "resnet3d_50"]  # shapes and counts: test_models3d.py
 ALL_TARGETS = [*CIFAR_DEPTHS, *IMAGENET, "vgg16_bn"]
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -98,7 +100,11 @@ def expected_stages(name: str) -> list[tuple[int, int]]:
 
 
 def test_registry_lists_all_targets():
-    assert set(target_names()) == set(ALL_TARGETS)
+    assert set(target_names()) == set(ALL_TARGETS + RESNET3D)
+
+
+def test_head_registry():
+    assert head_names() == ["linear", "transfer_module"] == sorted(HEADS)
 
 
 @pytest.mark.parametrize("name", ALL_TARGETS)
@@ -118,8 +124,15 @@ def test_target_shapes_and_heads(name: str):
         for kind in ("linear", "transfer_module"):
             head = build_head(kind, target, 11).eval()
             assert head(stages, pooled).shape == (2, 11)
+    assert isinstance(target, Target) and target.spatial_dims == 2
     assert isinstance(target.classifier, nn.Linear)
-    assert target.kind == ("cifar" if name in CIFAR_DEPTHS else "vgg" if name == "vgg16_bn" else "imagenet")
+    assert target.classifier is getattr(target, target.classifier_name)
+    # the reference's transfer-module widths: last stage width for CIFAR/VGG targets, 1000 for ImageNet ResNets
+    assert target.transfer_module_width == (1000 if name in IMAGENET else target.stage_channels[-1])
+    target.reset_classifier(5)
+    assert isinstance(target.classifier, nn.Linear) and target(x).shape == (2, 5)
+    assert [k for k in target.state_dict() if target.classifier_name + "." in k] == [
+        f"{target.classifier_name}.weight", f"{target.classifier_name}.bias"]
 
 
 # ---- parameter counts ----
@@ -163,7 +176,7 @@ def test_vgg16_bn_param_count():
 )
 def test_transfer_module_param_count(name, target_classes, source_classes, channels, width):
     target = build_target(name, num_classes=target_classes)
-    assert transfer_module_width(target) == width
+    assert target.transfer_module_width == width
     head = build_head("transfer_module", target, source_classes)
     assert isinstance(head, TransferModule)
     assert count_parameters(head) == transfer_module_params(channels, width, source_classes)
@@ -196,8 +209,23 @@ def test_unknown_target_lists_known_names():
 
 
 def test_unknown_head_kind():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="linear, transfer_module"):
         build_head("mlp", build_target("resnet8", 10), 10)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4), (2, 3, 3, 5, 4)])  # NCHW image, NCTHW clip (T = C: no accidental broadcast)
+def test_normalize_any_rank(shape):
+    mean, std = (0.1, 0.5, 0.9), (0.2, 0.4, 0.8)
+    x = torch.rand(*shape)
+    expected = torch.empty_like(x)
+    for c in range(3):  # channel c of every sample, frame and position
+        expected[:, c] = (x[:, c] - mean[c]) / std[c]
+    assert torch.allclose(Normalize(mean, std)(x), expected)
+
+
+def test_normalize_wrong_channels():
+    with pytest.raises(ValueError, match="expects"):
+        Normalize((0.5,) * 3, (0.2,) * 3)(torch.rand(2, 4, 8, 8))
 
 
 @pytest.mark.parametrize("head_kind", ["linear", "transfer_module"])
