@@ -47,7 +47,7 @@ def load_pretrained_target(name: str, num_classes: int, path: str | Path, **fact
     return target
 
 
-def fine_tuning_parameter_groups(target: nn.Module, ft_begin_index: int, heads: nn.Module | None = None,
+def fine_tuning_parameter_groups(target: Target, ft_begin_index: int, heads: nn.Module | None = None,
                                  train_heads: bool = False) -> list[dict[str, Any]]:
     """Optimizer parameter groups of 3D-ResNets-PyTorch's `get_fine_tuning_parameters`.
 
@@ -57,8 +57,14 @@ def fine_tuning_parameter_groups(target: nn.Module, ft_begin_index: int, heads: 
     lr 0, so it never moves; BatchNorm running statistics still update in train mode, as
     in the reference). The reference's auxiliary heads match neither name, so with k > 0
     they stay at their initialisation; `train_heads=True` gives them the base lr instead.
-    Groups without "lr" take the optimizer's lr; a scheduler scaling lrs keeps 0 at 0.
+    Groups without "lr" take the optimizer's lr. Schedulers that scale each group's lr
+    (multistep, ReduceLROnPlateau, cosine to 0) keep 0 at 0. Setting requires_grad_(False)
+    on the lr-0 group gives the same weights with a cheaper backward (gradients still reach
+    layer4 through the heads).
     """
+    if not isinstance(target, Target):  # e.g. a TargetWithHeads: its heads' own `fc` would match the rule
+        raise TypeError(f"pass the target (model.target) and its heads (model.heads) apart, "
+                        f"not a {type(target).__name__}")
     if not 0 <= ft_begin_index <= 5:
         raise ValueError(f"ft_begin_index must be 0 (train all) to 5 (classifier only), got {ft_begin_index}")
     head_params = list(heads.parameters()) if heads is not None else []

@@ -313,3 +313,5 @@ def test_fine_tuning_groups_options():
         fine_tuning_parameter_groups(target, 6)
     with pytest.raises(ValueError, match="layer1-4 and fc"):
         fine_tuning_parameter_groups(build_target("resnet8", 4), 4)
+    with pytest.raises(TypeError, match="model.target"):
+        fine_tuning_parameter_groups(TargetWithHeads(target, dict(heads), (0.5,) * 3, (0.25,) * 3), 4)
