@@ -40,6 +40,13 @@ OFFSET_CHUNK = 1 << 14  # frames per chunk of `frame_offsets`
 NAME_BYTES, ERROR_BYTES = 256, 300
 
 
+def stored_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) of a stored frame: the shorter side becomes `short_side`, aspect kept."""
+    if width <= height:
+        return short_side, max(1, round(height * short_side / width))
+    return max(1, round(width * short_side / height)), short_side
+
+
 class FrameStoreError(Exception):
     """One line naming the store file and what is wrong."""
 

@@ -37,6 +37,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import h5py
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
@@ -146,12 +147,6 @@ class Converted:
     error: str = ""
 
 
-def target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    if width <= height:
-        return short_side, max(1, round(height * short_side / width))
-    return max(1, round(width * short_side / height)), short_side
-
-
 class JpegEncoder:
     """PyAV's mjpeg encoder at a fixed qscale: one JPEG per frame, no Python per-pixel work."""
 
@@ -193,7 +188,7 @@ def _convert_video(path: str, short_side: int, qscale: int, threads: int) -> Con
         stream.thread_type = "AUTO" if threads > 1 else "SLICE"
         stream.codec_context.thread_count = threads
         width, height = stream.codec_context.width, stream.codec_context.height
-        w, h = target_size(width, height, short_side)
+        w, h = frame_store.stored_size(width, height, short_side)
         for frame in container.decode(stream):
             if (frame.width, frame.height) != (w, h):
                 frame = frame.reformat(width=w, height=h, format="yuvj420p", interpolation="BILINEAR")
@@ -221,7 +216,7 @@ def _convert_folder(folder: Path, short_side: int, qscale: int) -> Converted:
         data = path.read_bytes()
         with Image.open(path) as img:
             original = original or img.size
-            size = target_size(*img.size, short_side)
+            size = frame_store.stored_size(*img.size, short_side)
             if img.size != size or img.format != "JPEG":  # else: already what we store, keep the bytes
                 frame = av.VideoFrame.from_image(img.convert("RGB"))
                 data = encoder.encode(frame.reformat(width=size[0], height=size[1], format="yuvj420p",
@@ -327,9 +322,11 @@ def _report(out: Path) -> int:
               f"< clip length {table.attrs['clip_length']}")
     frames = int(table.frame_count.sum())
     size = out.stat().st_size
+    with h5py.File(out, "r") as f:
+        jpeg_bytes = f["frames"].shape[0]
     print(f"frame store {out}: {len(table.names) - len(failed)} videos stored, {len(failed)} failed, "
-          f"{len(short)} short; {frames} frames, {size / 2**20:.1f} MiB "
-          f"({size / max(frames, 1) / 1024:.2f} KiB/frame)")
+          f"{len(short)} short; {frames} frames, {size / 2**20:.1f} MiB on disk "
+          f"({jpeg_bytes / max(frames, 1) / 1024:.2f} KiB of JPEG per frame)")
     return EXIT_FAILURES if len(failed) else EXIT_OK
 
 
