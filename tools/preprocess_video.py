@@ -265,8 +265,8 @@ def preprocess(args) -> int:
         return _report(out)
     workers = max(1, args.workers)
     threads = max(1, (os.cpu_count() or 1) // workers)  # workers x threads never oversubscribes the cores
-    # Worker processes start before the HDF5 file is opened: no HDF5 handle crosses a fork.
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    # Worker processes are forked before the HDF5 file is opened: no HDF5 handle crosses the fork.
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
     writer = BlockFile(out, identity, attrs, len(entries), error=FrameStoreError, label="frame store",
                        create=lambda f: frame_store.create_datasets(f, len(entries)))
     try:
