@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from pipelines.datasets.base import ImageSet
 from pipelines.loaders import to_float_images
 from pipelines.h5blocks import BlockFile, early_allocation, one_line, partial_path
-from pipelines.views import ViewSet, apply_views
+from pipelines.render import render_images
+from pipelines.views import ViewSet
 
 FORMAT_VERSION = "sskt-source-cache-v1"  # bump when the layout or the way outputs are computed changes
 DTYPE = "float16"
@@ -250,14 +251,12 @@ def _compute_block(source, images: ImageSet, view_set: ViewSet, block: range, ba
                    device: torch.device, spec: CacheSpec) -> torch.Tensor:
     """float16 [len(block), K, C] on the CPU; batches depend on the block only, never on the rank."""
     k = view_set.count
-    pixels = torch.from_numpy(np.stack([images.load_image(i) for i in block])).permute(0, 3, 1, 2)  # uint8 NCHW
-    samples = torch.arange(len(block)).repeat_interleave(k)
-    views = torch.arange(k).repeat(len(block))
+    samples = np.repeat(np.arange(block.start, block.stop), k)
+    views = np.tile(np.arange(k), len(block))
     pieces = []
     for lo in range(0, len(samples), batch_size):
-        s, v = samples[lo: lo + batch_size], views[lo: lo + batch_size]
-        x = to_float_images(apply_views(pixels[s].to(device), v.to(device), view_set))
-        pieces.append(source(x).to(torch.float16).cpu())
+        pixels = render_images(images, samples[lo: lo + batch_size], views[lo: lo + batch_size], view_set)
+        pieces.append(source(to_float_images(pixels.to(device))).to(torch.float16).cpu())
     outputs = torch.cat(pieces).view(len(block), k, -1)
     if outputs.shape[-1] != spec.shape[-1]:
         raise CacheError(f"source '{spec.source}' returned {outputs.shape[-1]} classes, expected {spec.shape[-1]}")
