@@ -281,3 +281,18 @@ def test_train_plan_splits_clips_between_two_processes():
             for b in shard:
                 assert all(0 <= s <= max(0, counts[i] - 16) for i, s in zip(b.indices, b.starts))
                 assert b.views.max() < 50
+
+
+def test_video_readers_errors_and_auto_loader(train_set, tmp_path):
+    from pipelines.datasets import DatasetError
+    from pipelines.dali_clips import DaliClipLoader
+    with pytest.raises(DatasetError, match=r"ucf101.h5 not found; build it with `make preprocess-video"):
+        VIDEO_READERS["ucf101"](types.SimpleNamespace(root=tmp_path, fold=1), "train")
+    with pytest.raises(DatasetError, match="data.fold"):
+        VIDEO_READERS["ucf101"](types.SimpleNamespace(root=tmp_path, fold=4), "train")
+    plan = ClipPlan(tuple(train_set.frame_counts.tolist()), T, 2)
+    auto = build_clip_loader("auto", train_set, VIEWS, plan, CPU, workers=1)
+    assert isinstance(auto, DaliClipLoader)
+    auto.close()
+    with pytest.raises(ValueError, match="unknown clip loader"):
+        build_clip_loader("resident", train_set, VIEWS, plan, CPU)

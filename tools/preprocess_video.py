@@ -247,7 +247,8 @@ def store_identity(dataset: str, entries: list[Entry], classes: list[str], args)
 def _source_signature(source: str) -> list:
     path = Path(source)
     if path.is_dir():
-        return [path.name, len(list(path.glob("image_*.jpg")))]
+        frames = list(path.glob("image_*.jpg"))
+        return [path.name, len(frames), sum(f.stat().st_size for f in frames)]
     return [path.name, path.stat().st_size]
 
 
