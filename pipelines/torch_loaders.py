@@ -4,7 +4,6 @@ The general path: works for arrays and encoded files alike (VOC JPEGs).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
