@@ -153,6 +153,8 @@ def describe_error(err: dict) -> str:
             hint = f" in method {method}'s section (its fields: {', '.join(METHODS[method].Config.model_fields)})"
     key = ".".join(str(p) for p in loc) or "(top level)"
     value = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+    if err["type"] == "method_name":  # the union could not pick a section: the name is at fault
+        key, value = "method.name", f" (got {err['input'].get('name')!r})" if isinstance(err["input"], dict) else ""
     message = err["msg"].removeprefix("Value error, ")
     return f"{key}: {message}{hint}{value}"
 

@@ -9,7 +9,7 @@ from pydantic import Discriminator, Tag
 
 from engine.methods.base import (METHODS, Context, Deployed, LossMethod, Method, MethodConfig, Step,
                                  register_method)
-from engine.methods import scratch, sskt  # noqa: E402,F401  (each registers itself)
+from engine.methods import scratch, sskt, kd, dml, maxl  # noqa: E402,F401  (each registers itself)
 
 DEFAULT_METHOD = "sskt"
 
