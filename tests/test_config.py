@@ -81,3 +81,10 @@ def test_missing_data_root_exits_2_naming_it(tmp_path):
     result = run_train("--config", str(write(tmp_path, text)), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert str(folder) in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def test_every_shipped_config_validates():
+    configs = sorted((ROOT / "configs").glob("*/*.yaml"))
+    assert len(configs) > 40
+    names = {load_config(path).method.name for path in configs}
+    assert names == {"scratch", "sskt", "kd", "dml", "maxl"}
