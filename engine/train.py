@@ -129,8 +129,10 @@ def train(cfg: Config) -> dict:
         run.create(dump_config(cfg))
     accelerator.wait_for_everyone()
     state = checkpoint.load_training_state(accelerator, run.checkpoints) if cfg.train.resume == "auto" else None
-    state = state or {"epoch": 0, "best": None, "best_epoch": None, "train_seconds": 0.0,
-                      "best_of": {name: [None, None] for name in networks}}
+    state = state or {"epoch": 0, "best": None, "best_epoch": None, "train_seconds": 0.0}
+    # Each deployed network's best [value, epoch]; a checkpoint from before methods deployed several has only "best".
+    state.setdefault("best_of", {name: [state["best"], state["best_epoch"]] if i == 0 else [None, None]
+                                 for i, name in enumerate(networks)})
     if accelerator.is_main_process:
         run.truncate_metrics(state["epoch"])
         print(f"{run.path}: {cfg.model.target} on {train_set.name} ({len(train_set)} train / {len(test_set)} test), "
