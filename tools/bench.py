@@ -36,13 +36,11 @@ from PIL import Image
 from torchvision.models import resnet50
 
 from engine.checkpoint import save_deployed
-from engine.config import DataConfig, MethodConfig, SourceCacheConfig, SourceConfig
+from engine.config import Config, DataConfig, SourceCacheConfig, SourceConfig
 from engine.loop import train_one_epoch
-from engine.methods import build_method
+from engine.methods import Context, build_method
 from engine.source_cache import open_cached_source
 from engine.source_outputs import LiveSource, SourceOutputs
-from models.network import TargetWithHeads
-from models.registry import build_head, build_target
 from models.sources import load_source
 from pipelines.datasets import build_split
 from pipelines.datasets.base import ImageSet
@@ -64,15 +62,17 @@ def make_sources(folder: Path) -> list:
     return sources
 
 
-def time_training(accelerator, images: ImageSet, view_set, sources, providers, steps: int, batch: int) -> float:
-    """Images/s of the real training loop over `steps` batches, after one warm-up batch."""
+def time_training(accelerator, images: ImageSet, view_set, sources, providers, steps: int, batch: int,
+                  data_cfg: DataConfig) -> float:
+    """Images/s of the real training loop (the sskt or scratch method) over `steps` batches, after one warm-up batch."""
     torch.manual_seed(0)
-    target = build_target("resnet20", images.num_classes)
-    heads = {s.name: build_head("transfer_module", target, s.num_classes) for s in sources}
-    model = TargetWithHeads(target, heads, (0.5,) * 3, (0.25,) * 3)
-    method = build_method(MethodConfig(name="sskt" if sources else "scratch"))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    cfg = Config.model_validate({
+        "data": data_cfg.model_dump(), "model": {"target": "resnet20", "head": "transfer_module"},
+        "sources": [{"name": s.name, "format": "checkpoint", "weights": str(s.weights_path)} for s in sources],
+        "method": {"name": "sskt" if sources else "scratch"}, "optim": {"lr": 0.05, "weight_decay": 0.0}})
+    method = build_method(cfg.method)
+    method.build(Context(cfg, images.num_classes, False, sources))
+    method.setup(accelerator, epochs=2)
 
     def plan(epoch):
         batches = train_plan(len(images), view_set, batch, seed=0, epoch=epoch)
@@ -80,7 +80,7 @@ def time_training(accelerator, images: ImageSet, view_set, sources, providers, s
     loader = build_loader("resident", images, view_set, plan, accelerator.device)
     outputs = SourceOutputs(providers)
     for epoch in (0, 1):  # epoch 0 warms up (first-touch allocations, cache load)
-        record = train_one_epoch(accelerator, model, method, outputs, loader, optimizer, epoch, 2, False)
+        record = train_one_epoch(accelerator, method, outputs, loader, epoch, 2, False)
     return record["train/images_per_s"]
 
 
@@ -101,10 +101,10 @@ def bench_training(args, workdir: Path, accelerator) -> dict:
 
     live = {s.name: LiveSource(s.to(accelerator.device), accelerator.autocast) for s in sources}
     results = {
-        "live": time_training(accelerator, images, view_set, sources, live, args.steps, args.batch),
-        "cached": time_training(accelerator, images, view_set, sources, cached, args.steps, args.batch),
-        "in_memory": time_training(accelerator, images, view_set, sources, in_memory, args.steps, args.batch),
-        "scratch": time_training(accelerator, images, view_set, [], {}, args.steps, args.batch),
+        "live": time_training(accelerator, images, view_set, sources, live, args.steps, args.batch, data_cfg),
+        "cached": time_training(accelerator, images, view_set, sources, cached, args.steps, args.batch, data_cfg),
+        "in_memory": time_training(accelerator, images, view_set, sources, in_memory, args.steps, args.batch, data_cfg),
+        "scratch": time_training(accelerator, images, view_set, [], {}, args.steps, args.batch, data_cfg),
     }
     return {
         "images_per_s": results,
