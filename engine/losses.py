@@ -45,10 +45,24 @@ def kd(student, teacher, temperature: float = 3.0, reduction: str = "batchmean",
 
 
 def soft_cross_entropy(student, teacher, temperature: float = 3.0, reduction: str = "batchmean", **_):
-    """Cross-entropy against the teacher's softened distribution (KD without the teacher's entropy)."""
+    """Cross-entropy against the teacher's softened distribution, times T^2 (KD without the teacher's
+    entropy): the SSKT reference's `ce` auxiliary loss."""
     t = temperature
     per_element = -F.softmax(teacher.float() / t, dim=1) * F.log_softmax(student.float() / t, dim=1)
     return _reduce(per_element, reduction) * t * t
+
+
+def soft_focal(logits, soft_targets, gamma: float = 2.0, reduction: str = "batchmean"):
+    """Focal loss against a soft target distribution y: sum_k -y_k (1 - p_k)^gamma log p_k per sample,
+    mean over the batch by default (MAXL's auxiliary loss)."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return _reduce(-(soft_targets * (1 - log_p.exp()) ** gamma * log_p), reduction)
+
+
+def soft_focal_aux(student, teacher, temperature: float = 3.0, reduction: str = "batchmean", gamma: float = 2.0, **_):
+    """The SSKT reference's `focal` auxiliary loss: focal weights on the softened source distribution, times T^2."""
+    t = temperature
+    return soft_focal(student / t, F.softmax(teacher.float() / t, dim=1), gamma, reduction) * t * t
 
 
 def hard_pseudo_label(loss):
@@ -59,8 +73,9 @@ def hard_pseudo_label(loss):
 
 
 TASK_LOSSES = {"ce": cross_entropy, "focal": focal, "bce": binary_cross_entropy}
-AUX_LOSSES = {"kd": kd, "soft_ce": soft_cross_entropy,
-              "ce": hard_pseudo_label(cross_entropy), "focal": hard_pseudo_label(focal)}
+# `ce` and `focal` mean what they mean in the SSKT reference: soft targets at temperature T.
+AUX_LOSSES = {"kd": kd, "ce": soft_cross_entropy, "focal": soft_focal_aux,
+              "hard_ce": hard_pseudo_label(cross_entropy), "hard_focal": hard_pseudo_label(focal)}
 
 
 def binary_kd(student, teacher, temperature: float = 4.0, reduction: str = "mean", **_):
@@ -72,10 +87,3 @@ def binary_kd(student, teacher, temperature: float = 4.0, reduction: str = "mean
     per_element = (F.binary_cross_entropy_with_logits(student.float() / t, p, reduction="none")
                    - F.binary_cross_entropy_with_logits(teacher.float() / t, p, reduction="none"))
     return _reduce(per_element, reduction) * t * t
-
-
-def soft_focal(logits, soft_targets, gamma: float = 2.0):
-    """Focal loss against a soft target distribution (MAXL's auxiliary loss):
-    mean over the batch of sum_k -y_k (1 - p_k)^gamma log p_k."""
-    log_p = F.log_softmax(logits.float(), dim=1)
-    return (-(soft_targets * (1 - log_p.exp()) ** gamma * log_p).sum(1)).mean()

@@ -68,7 +68,8 @@ class TransferModule(nn.Module):
     1x1x1 and 3x3x3, as in the reference's 3D ResNet (`aggregation_feature`).
     """
 
-    def __init__(self, stage_channels: list[int], num_classes: int, width: int, spatial_dims: int = 2):
+    def __init__(self, stage_channels: list[int], num_classes: int, width: int, spatial_dims: int = 2,
+                 conv_init: str | None = None):
         super().__init__()
         nd, mid = layers(spatial_dims), width // 2
         self.branches = nn.ModuleList(
@@ -82,6 +83,12 @@ class TransferModule(nn.Module):
             for c in stage_channels
         )
         self.fc = nn.Linear(width, num_classes)
+        if conv_init == "kaiming_fan_out":
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif conv_init is not None:
+            raise ValueError(f"unknown transfer-module conv init {conv_init!r}")
 
     def forward(self, stages: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
         if len(stages) != len(self.branches):
@@ -97,4 +104,5 @@ def linear_head(target: Target, num_classes: int) -> LinearHead:
 
 @register_head("transfer_module")
 def transfer_module(target: Target, num_classes: int) -> TransferModule:
-    return TransferModule(target.stage_channels, num_classes, target.transfer_module_width, target.spatial_dims)
+    return TransferModule(target.stage_channels, num_classes, target.transfer_module_width, target.spatial_dims,
+                          target.head_conv_init)

@@ -72,9 +72,22 @@ def test_soft_cross_entropy():
     assert soft_cross_entropy(STUDENT, TEACHER, temperature=t).item() == pytest.approx(expected / 2 * 4, rel=1e-6)
 
 
-def test_aux_ce_uses_source_top1():
-    expected = cross_entropy(STUDENT, TEACHER.argmax(1)).item()
-    assert AUX_LOSSES["ce"](STUDENT, TEACHER, temperature=3.0, reduction="mean").item() == pytest.approx(expected)
+def test_aux_names_mean_what_the_reference_means():
+    """The reference's `ce` is soft CE x T^2 against softmax(source / T); its `focal` is the soft focal
+    loss; the pseudo-label variants keep explicit names."""
+    t, gamma = 3.0, 2.0
+    assert AUX_LOSSES["ce"](STUDENT, TEACHER, temperature=t).item() == pytest.approx(
+        soft_cross_entropy(STUDENT, TEACHER, temperature=t).item())
+    expected = 0.0
+    for s, te in zip(STUDENT.tolist(), TEACHER.tolist()):
+        q, p = softmax_row(s, t), softmax_row(te, t)
+        expected += -sum(pi * (1 - qi) ** gamma * math.log(qi) for pi, qi in zip(p, q))
+    assert AUX_LOSSES["focal"](STUDENT, TEACHER, temperature=t, gamma=gamma).item() == pytest.approx(
+        expected / 2 * t * t, rel=1e-5)
+    assert AUX_LOSSES["hard_ce"](STUDENT, TEACHER).item() == pytest.approx(
+        cross_entropy(STUDENT, TEACHER.argmax(1)).item())
+    assert AUX_LOSSES["hard_focal"](STUDENT, TEACHER, gamma=gamma).item() == pytest.approx(
+        focal(STUDENT, TEACHER.argmax(1), gamma=gamma).item())
 
 
 def test_sskt_method_is_task_plus_alpha_times_sum_of_aux_terms():

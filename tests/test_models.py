@@ -244,3 +244,16 @@ def test_target_with_any_number_of_heads(head_kind: str, sources: dict[str, int]
     assert deployed.keys() == target.state_dict().keys()
     assert not any(k.startswith("heads") for k in deployed)
     assert any(k.startswith("heads.") for k in model.state_dict()) == bool(sources)
+
+
+def test_transfer_module_convs_follow_the_targets_init_rule():
+    """ImageNet-style ResNets: kaiming_normal_(fan_out) on the auxiliary convs, as the reference's init loop did."""
+    from models.registry import build_head
+    torch.manual_seed(0)
+    head = build_head("transfer_module", build_target("resnet18", 10), 20)
+    conv = head.branches[0][3]  # the 3x3 conv of the first branch: fan_out = 500 * 9
+    assert isinstance(conv, torch.nn.Conv2d)
+    assert conv.weight.std().item() == pytest.approx((2.0 / (conv.out_channels * 9)) ** 0.5, rel=0.05)
+    cifar = build_head("transfer_module", build_target("resnet20", 10), 20).branches[0][3]
+    bound = 1 / (cifar.in_channels * 9) ** 0.5  # PyTorch's default: kaiming_uniform(a=sqrt(5)) -> U(-b, b)
+    assert cifar.weight.abs().max().item() <= bound

@@ -7,6 +7,9 @@ A target is a classifier whose stage outputs the auxiliary heads read:
     stage_channels          channels of each stage output, in order (set in __init__)
     transfer_module_width   branch width of the SSKT transfer module for this target, the
                             reference implementation's rule (set by each target)
+    head_conv_init          how the reference initialises the transfer module's convs on this target:
+                            None (PyTorch's default) or "kaiming_fan_out" (ImageNet-style ResNets,
+                            whose init loop also reached the auxiliary convs)
     classifier_name         attribute that holds the nn.Linear classifier; "fc" keeps
                             torchvision's and 3D-ResNets-PyTorch's state_dict keys
     forward_stages(x)       -> the stage outputs, a list
@@ -26,6 +29,7 @@ from torch import nn
 class Target(nn.Module):
     spatial_dims: ClassVar[int] = 2
     classifier_name: ClassVar[str] = "classifier"
+    head_conv_init: ClassVar[str | None] = None
     stage_channels: list[int]
     transfer_module_width: int
 

@@ -15,6 +15,7 @@ from models.targets.base import Target
 class StagedResNet(Target, ResNet):
     classifier_name = "fc"  # torchvision's key
     transfer_module_width = 1000  # reference rule for ImageNet-style ResNets
+    head_conv_init = "kaiming_fan_out"  # torchvision's init loop, which in the reference covered the heads too
 
     def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int], num_classes: int, **kw):
         super().__init__(block, layers, num_classes=num_classes, **kw)
