@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tools import reproduce
+from tools import reproduce, results
 from tools.tables import TableError, load_table, table_names
 from tests.conftest import ROOT
 
@@ -80,6 +80,15 @@ def test_runs_one_after_another_then_skips(table_file, tmp_path, capsys):
     capsys.readouterr()
     reproduce.main(["--table", str(table_file), "--seeds", "1", "--runs", str(runs), "--dry-run", "train.epochs=1"])
     assert printed_commands(capsys.readouterr().out) == []  # nothing left to run
+
+    # make results reads what the engine wrote
+    written = results.write_results(load_table(str(table_file)), runs, tmp_path / "results")
+    table = written["markdown"].read_text()
+    first = next(line for line in table.splitlines() if line.startswith("| first |"))
+    final = json.loads((runs / "tiny/seed0/summary.json").read_text())["final"]["test/top1"]
+    assert f"| {final:.2f} (1 seed) |" in first and "| 90 ± 0.5 |" in first
+    assert "| second | top-1 % | missing | missing | 80 |" in table
+    assert set(written) >= {"csv", "bars", "curves first"}
 
 
 def test_slurm_scripts_name_the_config_and_seeds(table_file, tmp_path, tiny_config):
