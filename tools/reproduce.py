@@ -17,7 +17,6 @@ submit.sh that submits them all.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import subprocess
