@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from engine.config import load_config
 from tools import reproduce, results
 from tools.tables import TableError, load_table, table_names
 from tests.conftest import ROOT
@@ -139,6 +140,15 @@ def test_the_named_tables_load_and_reference_the_configs_by_name():
         for row, column, cell in load_table(name).cells():
             assert re.fullmatch(r"configs/(cifar10|cifar100|stl10|voc|ucf101|hmdb51|demo)/\w[\w-]*\.yaml", cell.config)
             assert not cell.config.endswith("_sskt_PI.yaml") or (ROOT / cell.config).exists() or "3d" in cell.config
+
+
+def test_every_existing_cell_config_takes_its_overrides():
+    """A cell's overrides stay valid for its config (other changes to configs/ must not break a table)."""
+    for name in table_names():
+        for row, column, cell in load_table(name).cells():
+            if (ROOT / cell.config).exists():
+                cfg = load_config(ROOT / cell.config, reproduce.train_args(cell, 1, reproduce.DEFAULT_RUNS, [])[4:])
+                assert cfg.seed == 1 and cfg.run.name == cell.run_name, (name, row.label, column)
 
 
 def test_a_bad_table_is_one_line(tmp_path):
