@@ -72,12 +72,14 @@ def test_seeds_are_a_count_or_a_list():
 
 def test_runs_one_after_another_then_skips(table_file, tmp_path, capsys):
     runs = tmp_path / "runs"
-    # The missing config makes the status 1, after the runnable cells ran.
+    (runs / "tiny" / "seed0").mkdir(parents=True)  # cell A finished earlier: skipped, still in the table
+    earlier = {"final": {"test/top1": 12.5}, "best": {"test/top1": 13.0, "epoch": 1}}  # no metrics.jsonl
+    (runs / "tiny" / "seed0" / "summary.json").write_text(json.dumps(earlier))
+    # The missing config makes the status 1, after the runnable cell ran.
     assert reproduce.main(["--table", str(table_file), "--seeds", "1", "--runs", str(runs), "train.epochs=1"]) == 1
-    for folder in ("tiny", "tbl/first_b"):
-        summary = json.loads((runs / folder / "seed0" / "summary.json").read_text())
-        assert summary["epochs"] == 1 and summary["seed"] == 0
-    assert json.loads((runs / "tbl/first_b/seed0/summary.json").read_text())["head"] == "linear"
+    summary = json.loads((runs / "tbl/first_b/seed0/summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["seed"] == 0 and summary["head"] == "linear"
+    assert json.loads((runs / "tiny/seed0/summary.json").read_text()) == earlier
     capsys.readouterr()
     reproduce.main(["--table", str(table_file), "--seeds", "1", "--runs", str(runs), "--dry-run", "train.epochs=1"])
     assert printed_commands(capsys.readouterr().out) == []  # nothing left to run
@@ -86,8 +88,8 @@ def test_runs_one_after_another_then_skips(table_file, tmp_path, capsys):
     written = results.write_results(load_table(str(table_file)), runs, tmp_path / "results")
     table = written["markdown"].read_text()
     first = next(line for line in table.splitlines() if line.startswith("| first |"))
-    final = json.loads((runs / "tiny/seed0/summary.json").read_text())["final"]["test/top1"]
-    assert f"| {final:.2f} (1 seed) |" in first and "| 90 ± 0.5 |" in first
+    assert first.startswith("| first | top-1 % | 12.50 (1 seed) | 13.00 (1 seed) | 90 ± 0.5 | ")
+    assert f"| {summary['final']['test/top1']:.2f} (1 seed) |" in first
     assert "| second | top-1 % | missing | missing | 80 |" in table
     assert set(written) >= {"csv", "bars", "curves first"}
 
