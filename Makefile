@@ -1,5 +1,7 @@
 # The commands people use. Each one installs what it needs first.
 #   make train [CONFIG=configs/...yaml] [ARGS="train.epochs=2 ..."] [NPROC=n]
+#   make reproduce TABLE=comparison|maxl|demo SEEDS=3 [NPROC=n] [PRINT=1] [SLURM=1 NODES=2 GPUS=4]
+#   make results [TABLE=...]      make gpu-check
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -7,10 +9,13 @@ CONFIG  ?= configs/demo/sskt.yaml
 ARGS    ?=
 NPROC   ?= 1
 SEEDS   ?= 0 1
+TABLE   ?=
+NODES   ?= 1
+GPUS    ?= 1
 # One process, or the same module under accelerate launch on NPROC GPUs.
 LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m)
 
-.PHONY: setup test train demo demo-sources cache bench preprocess-video clean-runs
+.PHONY: setup test train demo demo-sources cache bench preprocess-video reproduce results gpu-check clean-runs
 
 setup: $(VENV)/.installed
 
@@ -47,6 +52,22 @@ bench: setup
 preprocess-video: setup
 	@test -n "$(DATASET)" -a -n "$(ROOT)" -a -n "$(OUT)" || { echo "usage: make preprocess-video DATASET=ucf101|hmdb51 ROOT=<videos> OUT=<file.h5>"; exit 2; }
 	$(PY) -m tools.preprocess_video --dataset $(DATASET) --root $(ROOT) --out $(OUT) $(ARGS)
+
+# Every cell x seed of a named table (tables/TABLE.yaml) as its own run; finished ones are skipped.
+# SEEDS=3 is seeds 0-2, SEEDS="3 7" those two. PRINT=1 prints the commands; SLURM=1 writes sbatch scripts
+# (slurm/TABLE/, one array job per cell over NODES nodes x GPUS GPUs) instead of running.
+reproduce: setup $(if $(filter demo,$(TABLE)),demo-sources)
+	$(if $(TABLE),,$(error TABLE is required: $(basename $(notdir $(wildcard tables/*.yaml)))))
+	$(PY) -m tools.reproduce --table $(TABLE) --seeds $(SEEDS) --nproc $(NPROC) $(if $(PRINT),--dry-run) \
+		$(if $(SLURM),--slurm --nodes $(NODES) --gpus-per-node $(GPUS)) $(ARGS)
+
+# The named tables from every summary.json under runs/: results/TABLE.md, .csv and results/TABLE/*.png.
+results: setup
+	$(PY) -m tools.results $(if $(TABLE),--table $(TABLE))
+
+# The GPU-only paths (DALI mixed, bf16/fp16, channels_last, GPU-held cache, NCCL, SyncBatchNorm) in one table.
+gpu-check: setup
+	$(PY) -m tools.gpu_check
 
 clean-runs:
 	rm -rf runs

@@ -23,12 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from h5py import h5s
 from tqdm.auto import tqdm
 
@@ -130,11 +132,35 @@ def open_cached_source(source, images: ImageSet, view_set: ViewSet, cache_cfg, m
     if mode not in ("auto", "required", "rebuild"):
         raise ValueError(f"cache mode must be auto, required or rebuild (off is a live source), got {mode!r}")
     spec = cache_spec(source, images, view_set, cache_cfg.root)
-    if _on_main(accelerator, lambda: _decide(spec, mode)) == "build":
-        build_cache(source, images, view_set, spec.path, cache_cfg.batch_size, accelerator, progress,
-                    block_samples=block_samples)
+    with _build_lock(spec, accelerator):
+        if _on_main(accelerator, lambda: _decide(spec, mode)) == "build":
+            build_cache(source, images, view_set, spec.path, cache_cfg.batch_size, accelerator, progress,
+                        block_samples=block_samples)
     device = accelerator.device if accelerator is not None else torch.device("cpu")
     return CachedSource(spec.path, spec.shape, device, memory_bytes=int(cache_cfg.memory_gb * 2**30))
+
+
+@contextmanager
+def _build_lock(spec: CacheSpec, accelerator):
+    """Held by rank 0 of a job while it checks and builds `spec`'s file.
+
+    Two jobs sharing a cache folder (seeds of one table submitted at once) must not both
+    build the same file: the second waits here, then finds the first one's file valid.
+    """
+    if accelerator is not None and not accelerator.is_main_process:
+        yield
+        return
+    spec.path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(spec.path.with_name(f".{spec.path.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"source cache {spec.path}: another process is building it; waiting for it to finish")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _decide(spec: CacheSpec, mode: str) -> str:

@@ -1,0 +1,163 @@
+"""make reproduce: every cell x seed of a table as a command, finished ones skipped, SLURM scripts per cell."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+
+import pytest
+
+from engine.config import load_config
+from tools import reproduce, results
+from tools.tables import TableError, load_table, table_names
+from tests.conftest import ROOT
+
+TABLE = """
+title: test table
+metric: test/top1
+columns: [A, B]
+rows:
+  - label: first
+    cells:
+      A: {{config: {tiny}, paper: 90.0, pm: 0.5}}
+      B: {{config: {tiny}, overrides: [model.head=linear, "sources.0.resize={{scale: 2.0}}"], run: tbl/first_b}}
+  - label: second
+    cells:
+      A: {{config: configs/nowhere/not_yet.yaml, paper: 80.0}}
+"""
+
+
+@pytest.fixture
+def table_file(tmp_path, tiny_config):
+    path = tmp_path / "tbl.yaml"
+    path.write_text(TABLE.format(tiny=tiny_config))
+    return path
+
+
+def printed_commands(out: str) -> list[list[str]]:
+    return [shlex.split(line) for line in out.splitlines() if not line.startswith("#")]
+
+
+def test_dry_run_lists_every_cell_and_seed_and_skips_finished(table_file, tmp_path, tiny_config, capsys):
+    runs = tmp_path / "runs"
+    (runs / "tiny" / "seed1").mkdir(parents=True)
+    (runs / "tiny" / "seed1" / "summary.json").write_text("{}")  # finished: skipped
+    (runs / "tbl" / "first_b" / "seed0" / "checkpoints" / "last").mkdir(parents=True)  # interrupted: resumed
+
+    assert reproduce.main(["--table", str(table_file), "--seeds", "3", "--runs", str(runs), "--dry-run",
+                           "train.epochs=1"]) == 0
+    out = capsys.readouterr().out
+    commands = printed_commands(out)
+    expected = {(str(tiny_config), seed, ()) for seed in (0, 2)} | \
+               {(str(tiny_config), seed, ("model.head=linear", "sources.0.resize={scale: 2.0}", "run.name=tbl/first_b"))
+                for seed in (0, 1, 2)}
+    found = set()
+    for cmd in commands:
+        assert cmd[1:3] == ["-m", "engine.train"] and cmd[3] == "--config"
+        assert cmd[-2:] == [f"run.root={runs}", "train.epochs=1"]  # the runs root, then the extra overrides
+        found.add((cmd[4], int(cmd[5].removeprefix("seed=")), tuple(cmd[6:-2])))
+    assert found == expected and len(commands) == 5
+    assert "first / A seed 1: done" in out
+    assert "first / B seed 0: resuming" in out
+    assert out.count("configs/nowhere/not_yet.yaml does not exist yet") == 3  # once per seed
+    assert "configs that do not exist yet (1): configs/nowhere/not_yet.yaml" in out
+    assert "9 cell x seed runs: 1 done, 1 resume, 4 new, 3 missing config" in out
+
+
+def test_seeds_are_a_count_or_a_list():
+    assert reproduce.seed_list([3]) == [0, 1, 2]
+    assert reproduce.seed_list([3, 7]) == [3, 7]
+
+
+def test_runs_one_after_another_then_skips(table_file, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    (runs / "tiny" / "seed0").mkdir(parents=True)  # cell A finished earlier: skipped, still in the table
+    earlier = {"final": {"test/top1": 12.5}, "best": {"test/top1": 13.0, "epoch": 1}}  # no metrics.jsonl
+    (runs / "tiny" / "seed0" / "summary.json").write_text(json.dumps(earlier))
+    # The missing config makes the status 1, after the runnable cell ran.
+    assert reproduce.main(["--table", str(table_file), "--seeds", "1", "--runs", str(runs), "train.epochs=1"]) == 1
+    summary = json.loads((runs / "tbl/first_b/seed0/summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["seed"] == 0 and summary["head"] == "linear"
+    assert json.loads((runs / "tiny/seed0/summary.json").read_text()) == earlier
+    capsys.readouterr()
+    reproduce.main(["--table", str(table_file), "--seeds", "1", "--runs", str(runs), "--dry-run", "train.epochs=1"])
+    assert printed_commands(capsys.readouterr().out) == []  # nothing left to run
+
+    # make results reads what the engine wrote
+    written = results.write_results(load_table(str(table_file)), runs, tmp_path / "results")
+    table = written["markdown"].read_text()
+    first = next(line for line in table.splitlines() if line.startswith("| first |"))
+    assert first.startswith("| first | top-1 % | 12.50 (1 seed) | 13.00 (1 seed) | 90 ± 0.5 | ")
+    assert f"| {summary['final']['test/top1']:.2f} (1 seed) |" in first
+    assert "| second | top-1 % | missing | missing | 80 |" in table
+    assert set(written) >= {"csv", "bars", "curves first"}
+
+
+def test_slurm_scripts_name_the_config_and_seeds(table_file, tmp_path, tiny_config):
+    runs = tmp_path / "runs"
+    (runs / "tiny" / "seed0").mkdir(parents=True)
+    (runs / "tiny" / "seed0" / "summary.json").write_text("{}")
+    out = tmp_path / "slurm"
+    assert reproduce.main(["--table", str(table_file), "--seeds", "3", "--runs", str(runs), "--slurm",
+                           "--slurm-dir", str(out), "--nodes", "2", "--gpus-per-node", "4"]) == 0
+    scripts = {p.name: p.read_text() for p in out.glob("*.sbatch")}
+    assert sorted(scripts) == ["first_a.sbatch", "first_b.sbatch"]  # the missing config gets none
+    for name, seeds, extra in (("first_a.sbatch", "1,2", ""), ("first_b.sbatch", "0,1,2", "run.name=tbl/first_b")):
+        text = scripts[name]
+        assert f"#SBATCH --array={seeds}\n" in text and "#SBATCH --nodes=2\n" in text
+        assert "#SBATCH --gpus-per-node=4\n" in text
+        launch = text.strip().splitlines()[-1]
+        assert launch.startswith("srun ") and " launch --multi_gpu --num_machines \"$SLURM_NNODES\"" in launch
+        assert "--num_processes $((SLURM_NNODES * 4))" in launch and "--main_process_ip \"$HEAD_NODE\"" in launch
+        assert f"-m engine.train --config {tiny_config} seed=\"$SEED\"" in launch and extra in launch
+        assert "SEED=$SLURM_ARRAY_TASK_ID" in text
+        assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0  # valid shell
+    assert "'sources.0.resize={scale: 2.0}'" in scripts["first_b.sbatch"]  # quoted for the shell
+    submit = (out / "submit.sh").read_text()
+    assert submit.count("sbatch ") == 2
+
+
+def test_single_node_script_launches_on_its_gpus(table_file, tmp_path):
+    out = tmp_path / "slurm"
+    reproduce.main(["--table", str(table_file), "--seeds", "1", "--runs", str(tmp_path / "runs"), "--slurm",
+                    "--slurm-dir", str(out), "--gpus-per-node", "8"])
+    launch = (out / "first_a.sbatch").read_text().strip().splitlines()[-1]
+    assert re.search(r"accelerate launch --multi_gpu --main_process_port \$\(\(29500 \+ SLURM_JOB_ID % 10000\)\) "
+                     r"--num_processes 8 -m "
+                     r"engine.train", launch)
+    assert "srun" not in launch and "#SBATCH --array=0\n" in (out / "first_a.sbatch").read_text()
+
+
+def test_the_named_tables_load_and_reference_the_configs_by_name():
+    assert {"comparison", "maxl", "demo"} <= set(table_names())
+    comparison = load_table("comparison")
+    rows = {row.label: row for row in comparison.rows}
+    assert len(rows) == 13 and comparison.columns == ["KD", "DML", "SSKT"]
+    assert rows["CIFAR-10 ResNet-20"].cells["SSKT"].paper == 92.46
+    assert rows["VOC 2007 ResNet-18"].metric == "test/sample_ap"
+    assert rows["UCF-101 3D ResNet-18 (scratch)"].cells["SSKT"].config == \
+        "configs/ucf101/resnet3d_18_scratch_sskt_PI.yaml"
+    for name in table_names():
+        for row, column, cell in load_table(name).cells():
+            assert re.fullmatch(r"configs/(cifar10|cifar100|stl10|voc|ucf101|hmdb51|demo)/\w[\w-]*\.yaml", cell.config)
+            assert not cell.config.endswith("_sskt_PI.yaml") or (ROOT / cell.config).exists() or "3d" in cell.config
+
+
+def test_every_existing_cell_config_takes_its_overrides():
+    """A cell's overrides stay valid for its config (other changes to configs/ must not break a table)."""
+    for name in table_names():
+        for row, column, cell in load_table(name).cells():
+            if (ROOT / cell.config).exists():
+                cfg = load_config(ROOT / cell.config, reproduce.train_args(cell, 1, reproduce.DEFAULT_RUNS, [])[4:])
+                assert cfg.seed == 1 and cfg.run.name == cell.run_name, (name, row.label, column)
+
+
+def test_a_bad_table_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: t\nmetric: m\ncolumns: [A]\nrows: [{label: r, cells: {A: {config: c.yaml, "
+                   "overrides: [x=1]}}}]\n")
+    with pytest.raises(TableError, match="bad.yaml: .*needs its own `run` folder"):
+        load_table(str(bad))
+    with pytest.raises(TableError, match="no such table"):
+        load_table("nonexistent")

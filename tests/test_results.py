@@ -1,0 +1,124 @@
+"""make results on a folder of synthetic run folders: the expected numbers, both protocols, markers, CSV, PNGs."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from tools import results
+
+TABLE = """
+title: synthetic
+metric: test/top1
+columns: [KD, SSKT]
+rows:
+  - label: CIFAR-10 ResNet-20
+    cells:
+      KD: {config: configs/cifar10/resnet20_kd.yaml, paper: 91.75, pm: 0.24}
+      SSKT: {config: configs/cifar10/resnet20_sskt_PI.yaml, paper: 92.46, pm: 0.15, note: P+I}
+  - label: VOC ResNet-18
+    metric: test/sample_ap
+    also: [test/mAP]
+    cells:
+      KD: {config: configs/voc/resnet18_kd.yaml, paper: 64.11, pm: 0.18}
+      SSKT: {config: configs/voc/resnet18_sskt_PI.yaml, overrides: [model.head=linear], run: voc/linear,
+             metric: test/sample_ap, paper: 76.42}
+"""
+
+# (run folder, metric, one curve per seed); each value is the metric after epochs 1, 2, 3.
+RUNS = {
+    "cifar10/resnet20_kd": ("test/top1", {0: [50.0, 80.0, 90.0], 1: [55.0, 85.0, 91.5], 2: [52.0, 89.5, 89.0]}),
+    "cifar10/resnet20_sskt_PI": ("test/top1", {0: [60.0, 93.0, 92.0]}),
+    "voc/linear": ("test/sample_ap", {3: [40.0, 70.0, 75.0], 4: [42.0, 76.0, 74.0]}),
+    # voc/resnet18_kd has no run: its cell is missing
+}
+
+
+def write_run(folder, seed, metric, curve, also=None):
+    run = folder / f"seed{seed}"
+    run.mkdir(parents=True)
+    history = []
+    for epoch, value in enumerate(curve, 1):
+        record = {"epoch": epoch, "train/loss": 1.0 / epoch, metric: value}
+        if also:
+            record[also] = value - 10
+        history.append(record)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    summary = {"seed": seed, "epochs": len(curve), "metric": metric, "final": {k: v for k, v in history[-1].items()
+                                                                             if k.startswith("test/")},
+               "best": {metric: max(curve), "epoch": int(np.argmax(curve)) + 1}}
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def written(tmp_path):
+    table_file = tmp_path / "synthetic.yaml"
+    table_file.write_text(TABLE)
+    for name, (metric, seeds) in RUNS.items():
+        for seed, curve in seeds.items():
+            write_run(tmp_path / "runs" / name, seed, metric, curve, also="test/mAP" if "voc" in name else None)
+    (tmp_path / "runs" / "voc" / "resnet18_kd" / "seed0").mkdir(parents=True)  # started, not finished: missing
+    assert results.main(["--table", str(table_file), "--runs", str(tmp_path / "runs"), "--out",
+                         str(tmp_path / "results")]) == 0
+    return tmp_path / "results"
+
+
+def mean_std(values):
+    return np.mean(values), np.std(values, ddof=1)
+
+
+def test_markdown_table_has_both_protocols_paper_numbers_and_missing_cells(written):
+    text = (written / "synthetic.md").read_text()
+    rows = {line.split("|")[1].strip() + "/" + line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:-1]]
+            for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    assert "final epoch" in text and "best epoch" in text and "sample std" in text
+
+    kd_final = mean_std([90.0, 91.5, 89.0])
+    kd_best = mean_std([90.0, 91.5, 89.5])  # seed 2 peaked at epoch 2
+    cifar = rows["CIFAR-10 ResNet-20/top-1 %"]
+    assert cifar[0] == f"{kd_final[0]:.2f} ± {kd_final[1]:.2f} (3 seeds)"
+    assert cifar[1] == f"{kd_best[0]:.2f} ± {kd_best[1]:.2f} (3 seeds)"
+    assert cifar[2] == "91.75 ± 0.24"
+    assert cifar[3:] == ["92.00 (1 seed)", "93.00 (1 seed)", "92.46 ± 0.15 (P+I)"]  # no "± 0.00" for one seed
+
+    voc = rows["VOC ResNet-18/sample-averaged AP % (the paper's mAP)"]
+    assert voc[:3] == [results.MISSING, results.MISSING, "64.11 ± 0.18"]
+    ap_final, ap_best = mean_std([75.0, 74.0]), mean_std([75.0, 76.0])
+    assert voc[3:] == [f"{ap_final[0]:.2f} ± {ap_final[1]:.2f} (2 seeds)", f"{ap_best[0]:.2f} ± {ap_best[1]:.2f} (2 seeds)",
+                       "76.42"]
+    also = rows["/class-wise mAP %"]  # the same runs under the class-wise mAP, no paper number
+    assert also[3] == f"{np.mean([65.0, 64.0]):.2f} ± {np.std([65.0, 64.0], ddof=1):.2f} (2 seeds)"
+    assert also[5] == "–"
+
+
+def test_csv_holds_the_same_numbers(written):
+    with open(written / "synthetic.csv") as f:
+        lines = list(csv.DictReader(f))
+    by_key = {(r["row"], r["column"], r["metric"]): r for r in lines}
+    assert len(lines) == 6
+    kd = by_key[("CIFAR-10 ResNet-20", "KD", "test/top1")]
+    assert float(kd["final_mean"]) == pytest.approx(np.mean([90.0, 91.5, 89.0]), abs=1e-4)
+    assert float(kd["final_std"]) == pytest.approx(np.std([90.0, 91.5, 89.0], ddof=1), abs=1e-4)
+    assert float(kd["best_mean"]) == pytest.approx(np.mean([90.0, 91.5, 89.5]), abs=1e-4)
+    assert kd["seeds"] == "0 1 2" and kd["paper"] == "91.7500" and kd["config"] == "configs/cifar10/resnet20_kd.yaml"
+    sskt = by_key[("CIFAR-10 ResNet-20", "SSKT", "test/top1")]
+    assert sskt["final_std"] == "" and sskt["seeds"] == "0"
+    missing = by_key[("VOC ResNet-18", "KD", "test/sample_ap")]
+    assert missing["final_mean"] == "" and missing["seeds"] == "" and missing["paper"] == "64.1100"
+    assert by_key[("VOC ResNet-18", "SSKT", "test/sample_ap")]["run"] == "voc/linear"
+
+
+def test_plots_are_written(written):
+    for name in ("bars.png", "curves_cifar_10_resnet_20.png", "curves_voc_resnet_18.png"):
+        image = imread(written / "synthetic" / name)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert image[..., :3].std() > 0.01  # something is drawn
+
+
+def test_curve_band_is_min_to_max_over_seeds(tmp_path):
+    run = results.Run(0, {"final": {}}, [{"epoch": 1, "test/top1": 3.0}, {"epoch": 2}, {"epoch": 3, "test/top1": 5.0}])
+    assert run.curve("test/top1") == [(1, 3.0), (3, 5.0)]  # epochs without evaluation are left out
+    assert run.final("test/top1") == 5.0 and run.best("test/top1") == 5.0
