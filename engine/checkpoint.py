@@ -40,16 +40,28 @@ def save_training_state(accelerator, folder: Path, trainer_state: dict) -> None:
     accelerator.wait_for_everyone()
 
 
+def last_state_dir(folder: Path) -> Path | None:
+    """The last complete training-state folder, or None if there is none."""
+    final = folder / STATE_DIR
+    if (final / TRAINER_FILE).exists():
+        return final
+    old = folder / f".{STATE_DIR}.old"  # a crash between the two renames leaves the previous one here
+    return old if (old / TRAINER_FILE).exists() else None
+
+
+def trainer_state(folder: Path) -> dict | None:
+    """The trainer state (epoch, best, ...) of the last complete checkpoint, without restoring it."""
+    found = last_state_dir(folder)
+    return json.loads((found / TRAINER_FILE).read_text()) if found else None
+
+
 def load_training_state(accelerator, folder: Path) -> dict | None:
     """The trainer state of the last complete checkpoint, after restoring it; None if there is none."""
-    final = folder / STATE_DIR
-    if not (final / TRAINER_FILE).exists():
-        old = folder / f".{STATE_DIR}.old"  # a crash between the two renames leaves the previous one here
-        if not (old / TRAINER_FILE).exists():
-            return None
-        final = old
-    accelerator.load_state(str(final))
-    return json.loads((final / TRAINER_FILE).read_text())
+    found = last_state_dir(folder)
+    if found is None:
+        return None
+    accelerator.load_state(str(found))
+    return json.loads((found / TRAINER_FILE).read_text())
 
 
 def save_deployed(state_dict: dict, arch: str, num_classes: int, path: Path, *, mean=None, std=None,

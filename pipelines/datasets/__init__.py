@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from pipelines.datasets.base import ImageSet
 
 if TYPE_CHECKING:
@@ -48,20 +50,34 @@ READERS: dict[str, Reader] = {
     "procedural": procedural.read_procedural,
 }
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
+VAL_SEED = 20220104  # fixed forever: the validation split must hold the same samples in every run
 
 
 def build_split(data_cfg: "DataConfig", split: str) -> ImageSet:
+    """`val` is the fraction `data.val_fraction` of the training set (the same samples every time), and
+    `train` then the rest; the test split is never cut."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     reader = READERS.get(data_cfg.dataset)
     if reader is None:
         raise DatasetError(f"data.dataset: unknown data set {data_cfg.dataset!r}; known: {sorted(READERS)}")
-    images = reader(data_cfg, split)
-    # The limit is for quick trials; evaluating on a cut test set would make numbers incomparable.
-    if split == "train" and data_cfg.limit is not None:
+    images = reader(data_cfg, "test" if split == "test" else "train")
+    if split == "test":  # evaluating on a cut test set would make numbers incomparable
+        return images
+    if data_cfg.limit is not None:  # quick trials
         images = images.subset(data_cfg.limit)
-    return images
+    fraction = getattr(data_cfg, "val_fraction", 0.0)
+    if not fraction:
+        if split == "val":
+            raise ValueError("split 'val' needs data.val_fraction > 0")
+        return images
+    order = np.random.default_rng(VAL_SEED).permutation(len(images))
+    held_out = max(1, round(fraction * len(images)))
+    if held_out >= len(images):
+        raise DatasetError(f"data.val_fraction: {fraction} of {len(images)} training samples leaves none to train on")
+    chosen = order[:held_out] if split == "val" else order[held_out:]
+    return images.take(np.sort(chosen), split)
 
 
 __all__ = ["DatasetError", "ImageSet", "READERS", "build_split"]
