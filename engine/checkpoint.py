@@ -4,7 +4,7 @@
   optimizer, scheduler, RNG states) plus `trainer.json` (epoch, best); saved to
   a temporary folder and renamed into place.
 - `checkpoints/best.pt`, `final.pt`, `epoch_XXX.pt`: a deployed network only (no heads), as
-  {"arch", "num_classes", "state_dict", "mean", "std", "input_size", "class_names"}: what it
+  {"arch", "num_classes", "state_dict", "mean", "std", "input_size", "class_names", "multilabel"}: what it
   expects (images in [0, 1] at input_size, normalised by mean/std) travels with it, so
   models.sources loads it as a `checkpoint` source (an SSKT source, a KD teacher) as it is.
 """
@@ -65,9 +65,11 @@ def load_training_state(accelerator, folder: Path) -> dict | None:
 
 
 def save_deployed(state_dict: dict, arch: str, num_classes: int, path: Path, *, mean=None, std=None,
-                  input_size=None, class_names=None) -> None:
+                  input_size=None, class_names=None, multilabel: bool | None = None) -> None:
     record = {"arch": arch, "num_classes": num_classes, "state_dict": state_dict}
     extra = {"mean": mean, "std": std, "input_size": input_size, "class_names": class_names}
     record.update({k: list(v) for k, v in extra.items() if v is not None})
+    if multilabel is not None:  # sigmoid per class (VOC) rather than one softmax
+        record["multilabel"] = bool(multilabel)
     with atomic_path(path) as tmp:
         torch.save(record, tmp)

@@ -357,7 +357,8 @@ class Exporter:
     def __init__(self, accelerator, cfg: Config, train_set, folder: Path, networks: dict):
         self.accelerator, self.folder, self.networks = accelerator, folder, networks
         self.meta = {"num_classes": train_set.num_classes, "mean": cfg.data.mean, "std": cfg.data.std,
-                     "input_size": train_set.image_size, "class_names": train_set.class_names or None}
+                     "input_size": train_set.image_size, "class_names": train_set.class_names or None,
+                     "multilabel": train_set.multilabel}
 
     def save(self, name: str, stem: str) -> None:
         if not self.accelerator.is_main_process:

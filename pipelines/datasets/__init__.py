@@ -21,20 +21,36 @@ class DatasetError(Exception):
     """One line naming the path or option at fault and how to fix it."""
 
 
+# Where each data set's files come from (what torchvision downloads), for the offline error.
+ORIGINS = {
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    "stl10": "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+    "voc2007": "http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar)",
+}
+
+
 def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable[[], object] | None) -> None:
-    """Raise a DatasetError naming the missing root or file, after trying `download` if given."""
+    """Raise one DatasetError naming every missing file, where it goes and where it comes from, after
+    trying `download` if given."""
     if all(p.exists() for p in paths):
         return
+    failed = ""
     if download is not None:
         try:
             download()
         except Exception as e:  # network, disk, archive: all end the same way for the user
             reason = str(e).splitlines()[0] if str(e) else ""
-            raise DatasetError(f"{dataset}: download into {root} failed: {type(e).__name__}: {reason}") from e
-    first = root if not root.exists() else next((p for p in paths if not p.exists()), None)
-    if first is not None:
-        raise DatasetError(f"{dataset}: {first} not found; set data.download=true on a machine with network, "
-                           f"or put the torchvision-format files there")
+            failed = f"download into {root} failed: {type(e).__name__}: {reason}; "
+    missing = [p for p in paths if not p.exists()]
+    if not missing:
+        return
+    folders = sorted({str(p.parent) for p in missing})
+    where = (f"{folders[0]}/{{{', '.join(p.name for p in missing)}}}" if len(folders) == 1 and len(missing) > 1
+             else ", ".join(str(p) for p in missing))
+    origin = f"unpack {ORIGINS[dataset]} into {root}" if dataset in ORIGINS else "put the torchvision-format files there"
+    online = "" if download is not None else ", or set data.download=true on a machine with network"
+    raise DatasetError(f"{dataset}: {failed}missing {where}; {origin}{online}")
 
 
 # Imported after DatasetError and ensure_files: the readers import them from this package.
