@@ -57,6 +57,13 @@ def describe_device(device: torch.device | str | None) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
+def dated_path(path: Path) -> Path:
+    """`bench/results.json` -> `bench/results-20261125-1910.json`: a new file per measurement, so a run
+    never overwrites the tracked one unless asked (`--out bench/results.json`)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return path.with_name(f"{path.stem}-{stamp}{path.suffix}")
+
+
 def as_yaml_comment(record: dict) -> str:
     """Provenance as `# key: value` lines: config.yaml stays a config that load_config reads."""
     git = record["git"]

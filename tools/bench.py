@@ -34,6 +34,7 @@ from torchvision.models import resnet50
 from engine.checkpoint import save_deployed
 from engine.config import DataConfig, MethodConfig, SourceCacheConfig, SourceConfig
 from engine.loop import train_one_epoch
+from engine.provenance import provenance
 from engine.methods import build_method
 from engine.source_cache import open_cached_source
 from engine.source_outputs import LiveSource, SourceOutputs
@@ -195,6 +196,7 @@ def main(argv=None) -> int:
                   "torch_threads": torch.get_num_threads(), "batch": args.batch, "steps": args.steps,
                   "training": bench_training(args, workdir, accelerator),
                   "loaders": bench_loaders(args, workdir, accelerator.device)}
+    report["provenance"] = provenance(accelerator.device)  # the header summary.json carries too
     print_report(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
