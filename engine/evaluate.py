@@ -16,12 +16,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from accelerate import Accelerator
 
 from engine.config import ConfigError, load_config
 from engine.loop import evaluate
 from engine.metrics import build_eval_metrics
-from engine.train import exit_status
+from engine.train import exit_status, make_accelerator
 from models.sources import FrozenSource, load_source
 from pipelines.datasets import build_split
 from pipelines.loaders import build_loader
@@ -41,7 +40,7 @@ def load_deployed(path: Path) -> tuple[FrozenSource, dict]:
 
 
 def evaluate_checkpoint(cfg, checkpoint_path: Path) -> dict[str, float]:
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg, checkpoint_path.parent)  # the run's precision: the same figures
     network, _ = load_deployed(checkpoint_path)
     test_set = build_split(cfg.data, "test")
     loader = build_loader(cfg.data.loader, test_set, EVAL_VIEWS, device=accelerator.device, workers=cfg.data.workers,

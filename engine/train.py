@@ -168,20 +168,20 @@ def _flatten(node, prefix=""):
 def read_inputs(cfg: Config) -> tuple[dict, list]:
     """The splits (train, test, and val when data.val_fraction > 0) and the sources; every missing or bad
     input of the config in one error, not one per attempt."""
-    problems: list[str] = []
+    problems: list[Exception] = []
 
     def attempt(read):
         try:
             return read()
         except (DatasetError, SourceError) as e:
-            if str(e) not in problems:
-                problems.append(str(e))
+            if str(e) not in map(str, problems):
+                problems.append(e)
 
     names = ("train", "test", "val") if cfg.data.val_fraction else ("train", "test")
     splits = {name: attempt(lambda: build_split(cfg.data, name)) for name in names}
     sources = [attempt(lambda: load_source(source_cfg, i)) for i, source_cfg in enumerate(cfg.sources)]
     if len(problems) == 1:
-        raise DatasetError(problems[0])
+        raise problems[0]
     if problems:
         raise DatasetError(f"{len(problems)} inputs missing or unreadable: "
                            + " ".join(f"({i}) {p}" for i, p in enumerate(problems, 1)))
