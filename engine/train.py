@@ -284,7 +284,8 @@ def run_training(cfg: Config, run: RunFolder, accelerator) -> dict:
                       f"eta {remaining / 60:.1f} min", flush=True)
             checkpoint.save_training_state(accelerator, run.checkpoints, state)
     except KeyboardInterrupt:
-        kept = f"after epoch {state['epoch']}" if state["epoch"] else "before the first epoch ended"
+        saved = checkpoint.trainer_state(run.checkpoints)  # what is on disk, not what was in progress
+        kept = f"after epoch {saved['epoch']}" if saved else "before the first epoch ended"
         raise Interrupted(f"{run.path}: interrupted {kept}; the same command resumes") from None
 
     accelerator.end_training()
@@ -413,13 +414,16 @@ class Interrupted(KeyboardInterrupt):
 
 def exit_status(job, *args) -> int:
     """Run an entry point's job: bad input is one line on stderr and exit status 2; Ctrl-C one line and 130."""
+    first = int(os.environ.get("RANK", "0")) == 0  # several processes fail alike: one of them says so
     try:
         job(*args)
     except INPUT_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        if first:
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(str(e) if isinstance(e, Interrupted) else "interrupted; the same command resumes", file=sys.stderr)
+        if first:
+            print(str(e) if isinstance(e, Interrupted) else "interrupted; the same command resumes", file=sys.stderr)
         return 130
     return 0
 
