@@ -12,12 +12,24 @@ SEEDS   ?= 0 1
 TABLE   ?=
 NODES   ?= 1
 GPUS    ?= 1
-# One process, or the same module under accelerate launch on NPROC GPUs.
-LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m)
+RUN     ?=
+IMAGES  ?=
+# One process; or NPROC processes: accelerate launch on GPUs (every launch option given, so it prints no
+# default-value warnings; the config's train.precision still decides the precision), torchrun on a CPU
+# (accelerate launch --cpu starts one process only).
+GPU     := $(shell nvidia-smi -L 2>/dev/null | head -1)
+ACCELERATE = $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 \
+             --mixed_precision no --dynamo_backend no -m
+LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(if $(GPU),$(ACCELERATE),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m))
 
-.PHONY: setup test train demo demo-sources cache bench preprocess-video reproduce results gpu-check clean-runs
+.PHONY: help setup test train demo demo-sources cache bench preprocess-video reproduce results gpu-check \
+        evaluate predict clean-runs
 
-setup: $(VENV)/.installed
+help: ## this list
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: CONFIG=configs/...yaml ARGS=\"key=value ...\" NPROC=n SEEDS=\"0 1\" RUN=runs/<name>/seed<k> IMAGES=\"a.png b.jpg\""
+
+setup: $(VENV)/.installed ## create .venv and install requirements.txt
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,49 +37,56 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-test: setup
+test: setup ## run the test suite (CPU, no network)
 	$(PY) -m pytest -q tests
 
 # The embedded demo needs its two stand-in sources, pretrained once and reused.
-train: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources)
+train: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources) ## train CONFIG (default: the demo) with ARGS, on NPROC processes
 	$(LAUNCH) engine.train --config $(CONFIG) $(ARGS)
 
-demo-sources: setup
+demo-sources: setup ## pretrain the demo's two stand-in sources (once)
 	$(PY) -m tools.demo_sources
 
 # Scratch vs SSKT with each source set, SEEDS seeds each, as a mean +- std table.
-demo: demo-sources
+demo: demo-sources ## scratch vs SSKT on the demo data, SEEDS seeds, mean +- std table
 	$(PY) -m tools.demo --seeds $(SEEDS)
 
 # Build the frozen-source output caches of CONFIG ahead of training (train builds them too).
-cache: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources)
+cache: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources) ## build CONFIG's source-output caches ahead of training
 	$(LAUNCH) tools.cache_sources --config $(CONFIG) $(ARGS)
 
 # Throughput figures and ratios, measured in one run: bench/results.json.
-bench: setup
+bench: setup ## throughput figures: bench/results.json
 	$(PY) -m tools.bench
 
 # Decode a video data set once into an HDF5 frame store (exit status 3: finished, some videos failed).
 #   make preprocess-video DATASET=ucf101 ROOT=data/UCF-101 OUT=data/ucf101.h5 [ARGS="--workers 8"]
-preprocess-video: setup
+preprocess-video: setup ## decode DATASET=ucf101|hmdb51 ROOT=<videos> into the frame store OUT=<file.h5>
 	@test -n "$(DATASET)" -a -n "$(ROOT)" -a -n "$(OUT)" || { echo "usage: make preprocess-video DATASET=ucf101|hmdb51 ROOT=<videos> OUT=<file.h5>"; exit 2; }
 	$(PY) -m tools.preprocess_video --dataset $(DATASET) --root $(ROOT) --out $(OUT) $(ARGS)
 
 # Every cell x seed of a named table (tables/TABLE.yaml) as its own run; finished ones are skipped.
 # SEEDS=3 is seeds 0-2, SEEDS="3 7" those two. PRINT=1 prints the commands; SLURM=1 writes sbatch scripts
 # (slurm/TABLE/, one array job per cell over NODES nodes x GPUS GPUs) instead of running.
-reproduce: setup $(if $(filter demo,$(TABLE)),demo-sources)
+reproduce: setup $(if $(filter demo,$(TABLE)),demo-sources) ## every cell x seed of tables/TABLE.yaml (PRINT=1, SLURM=1)
 	$(if $(TABLE),,$(error TABLE is required: $(basename $(notdir $(wildcard tables/*.yaml)))))
 	$(PY) -m tools.reproduce --table $(TABLE) --seeds $(SEEDS) --nproc $(NPROC) $(if $(PRINT),--dry-run) \
 		$(if $(SLURM),--slurm --nodes $(NODES) --gpus-per-node $(GPUS)) $(ARGS)
 
 # The named tables from every summary.json under runs/: results/TABLE.md, .csv and results/TABLE/*.png.
-results: setup
+results: setup ## tables (Markdown, CSV) and plots from every runs/**/summary.json
 	$(PY) -m tools.results $(if $(TABLE),--table $(TABLE))
 
 # The GPU-only paths (DALI mixed, bf16/fp16, channels_last, GPU-held cache, NCCL, SyncBatchNorm) in one table.
-gpu-check: setup
+gpu-check: setup ## exercise the GPU-only paths (exits 0 without a GPU)
 	$(PY) -m tools.gpu_check
 
-clean-runs:
+# Score a run's checkpoint on the test split with its metrics (ARGS="--which best" for best.pt).
+evaluate: setup ## score RUN=runs/<name>/seed<k> (final.pt) on its test split
+	$(PY) -m engine.evaluate --run $(RUN) $(ARGS)
+
+predict: setup ## top classes of IMAGES by RUN's final.pt
+	$(PY) -m engine.predict --checkpoint $(RUN)/checkpoints/final.pt $(IMAGES) $(ARGS)
+
+clean-runs: ## delete runs/
 	rm -rf runs

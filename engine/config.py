@@ -14,12 +14,15 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.types import NonNegativeInt, PositiveFloat, PositiveInt
 
 from engine.methods import METHODS, MethodSection
 from engine.optim import OptimConfig
 from engine.schema import ConfigError, Strict, registered
+from models.registry import target_names
 from models.sources import FORMATS
 from pipelines.datasets import READERS
+from pipelines.views import ViewSet
 
 __all__ = ["Config", "ConfigError", "OptimConfig", "load_config", "dump_config"]
 
@@ -28,29 +31,43 @@ class DataConfig(Strict):
     dataset: Annotated[str, registered(READERS, "data set")]
     root: Path = Path("data")
     download: bool = False  # fetch through torchvision when missing (needs network)
-    image_size: int | None = None  # base size for file data sets (VOC); arrays keep their own
-    pad: int = 4  # views are pad-`pad` crops x flips of the base image
-    views: int = 162  # K views per training sample (2 = original + mirror; 162 = every pad-4 crop x flip)
+    image_size: PositiveInt | None = None  # base size for file data sets (VOC); arrays keep their own
+    pad: NonNegativeInt = 4  # views are pad-`pad` crops x flips of the base image
+    views: PositiveInt = 162  # K views per training sample (2 = original + mirror; 162 = every pad-4 crop x flip)
     # pipelines.loaders has no name registry yet (its if-chain is the list): keep this in step with build_loader
     loader: Literal["auto", "torch", "resident", "dali"] = "auto"  # auto: see pipelines.loaders.choose_loader
-    workers: int = 2
-    batch_size: int = 128  # global batch, split across processes
-    eval_batch_size: int = 256
-    limit: int | None = None  # use only the first N training samples (quick trials)
+    workers: NonNegativeInt = 2
+    batch_size: PositiveInt = 128  # global batch, split across processes (a multiple of their count)
+    eval_batch_size: PositiveInt = 256
+    limit: PositiveInt | None = None  # use only the first N training samples (quick trials)
+    # Hold out this fraction of the training set (the same samples every run) as a validation split that
+    # chooses best.pt; 0: no validation split, best.pt is chosen on the test split (the paper's protocol
+    # reports the final epoch, which this does not change).
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-    std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (0.2470, 0.2435, 0.2616)
     procedural: dict = Field(default_factory=dict)  # options of the embedded procedural data set
+
+    @field_validator("views")
+    @classmethod
+    def _views_fit_pad(cls, views, info):
+        if "pad" in info.data:  # the view set states its own rules; checked here, before any work
+            try:
+                ViewSet(pad=info.data["pad"], count=views)
+            except ValueError as e:
+                raise ValueError(str(e).removeprefix("views: ").split(", got")[0]) from None
+        return views
 
 
 class ModelConfig(Strict):
-    target: str  # a name in models.registry (resnet20, resnet18, vgg16_bn, ...)
+    target: Annotated[str, registered(target_names, "target")]  # models.registry: resnet20, resnet18, vgg16_bn, ...
     head: Literal["transfer_module", "linear"] = "transfer_module"
 
 
 class ResizeConfig(Strict):
     """How target images are resized for a source: by a factor (paper: 7/3 for CIFAR/STL) or to a size."""
-    scale: float | None = None
-    size: int | None = None
+    scale: PositiveFloat | None = None
+    size: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _one(self):
@@ -65,12 +82,12 @@ class SourceConfig(Strict):
     arch: str | None = None  # torchvision architecture (resnet50, ...) or a models.registry name; a checkpoint
                              # this engine exported names its own
     weights: str | None = None  # torchvision weights enum (IMAGENET1K_V1) or a file path
-    num_classes: int | None = None  # read from the weights when omitted
+    num_classes: PositiveInt | None = None  # read from the weights when omitted
     # Omitted: what the checkpoint records (one this engine exported carries its input size, mean and
     # std), else scale 7/3 (the paper's CIFAR/STL setting) and the ImageNet mean/std.
     resize: ResizeConfig | None = None
     mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
     cache: Literal["off", "auto", "required", "rebuild"] = "auto"
 
     @field_validator("cache", mode="before")
@@ -80,12 +97,12 @@ class SourceConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: int = 200
+    epochs: PositiveInt = 200
     precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
-    grad_accum: int = 1
+    grad_accum: PositiveInt = 1
     resume: Literal["auto", "never"] = "auto"
-    checkpoint_every: int = 0  # also keep epoch_XXX.pt every N epochs (0: never)
-    eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    checkpoint_every: NonNegativeInt = 0  # also keep epoch_XXX.pt every N epochs (0: never)
+    eval_every: PositiveInt = 1  # evaluate every N epochs (and always after the last)
     sync_bn: bool = True  # multi-process BatchNorm over the global batch, as one process would see it
     progress: bool = True
 
@@ -98,8 +115,8 @@ class RunConfig(Strict):
 class SourceCacheConfig(Strict):
     """Frozen-source outputs stored in HDF5 (engine/source_cache.py); each source's `cache` sets the mode."""
     root: Path = Path("data/source_cache")
-    memory_gb: float = 8.0  # load a cache whole (on the GPU if there is one) when it fits; else read through HDF5
-    batch_size: int = 256  # images per source forward while building
+    memory_gb: float = Field(8.0, ge=0.0)  # load a cache whole (on the GPU if there is one) when it fits; else read through HDF5
+    batch_size: PositiveInt = 256  # images per source forward while building
 
 
 class Config(Strict):

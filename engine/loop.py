@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import torch
-from tqdm.auto import tqdm
+from engine.progress import Progress
 
 
 def train_one_epoch(accelerator, method, source_outputs, loader, epoch: int, epochs: int,
@@ -20,8 +20,8 @@ def train_one_epoch(accelerator, method, source_outputs, loader, epoch: int, epo
     seen = torch.zeros((), device=accelerator.device)
     correct = torch.zeros((), device=accelerator.device)
     start = time.perf_counter()
-    bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=False,
-               disable=not (show_progress and accelerator.is_local_main_process), dynamic_ncols=True)
+    progress = Progress(len(loader), f"epoch {epoch + 1}/{epochs}",
+                        enabled=show_progress and accelerator.is_local_main_process)
     steps = 0
     for batch in loader.epoch(epoch):
         with accelerator.accumulate(*method.nets.values()):
@@ -33,12 +33,11 @@ def train_one_epoch(accelerator, method, source_outputs, loader, epoch: int, epo
         if batch["label"].ndim == 1:
             correct += (logits.argmax(1) == batch["label"]).sum()
         steps += 1
-        bar.update(1)
-        if not bar.disable and (steps % 10 == 0 or steps == bar.total):  # reading tensors syncs with the device
+        if progress.update(1):  # reading tensors syncs with the device: only when shown
             rate = float(seen) * accelerator.num_processes / (time.perf_counter() - start)
             accuracy = f"{100 * float(correct / seen):.1f}" if batch["label"].ndim == 1 else "-"
-            bar.set_postfix(loss=f"{float(loss):.3f}", acc=accuracy, img_s=f"{rate:.0f}")
-    bar.close()
+            progress.show(loss=f"{float(loss):.3f}", acc=accuracy, img_s=f"{rate:.0f}")
+    progress.close()
     if not steps:
         raise ValueError(f"epoch {epoch + 1}: no training batch (fewer samples than processes?)")
     totals = accelerator.reduce(torch.stack([seen, correct, *sums.values()]), reduction="sum")

@@ -10,7 +10,8 @@ import math
 from typing import Annotated, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic.types import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from engine.schema import Strict, registered
 
@@ -19,15 +20,22 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.o
 
 class OptimConfig(Strict):
     name: Annotated[str, registered(OPTIMIZERS, "optimizer")] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9  # sgd
+    lr: PositiveFloat = 0.1
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd
     nesterov: bool = False  # sgd
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
-    weight_decay: float = 5e-4
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
+    weight_decay: NonNegativeFloat = 5e-4
     schedule: Literal["multistep", "cosine"] = "multistep"
-    milestones: list[int] = Field(default_factory=lambda: [60, 120, 160])
-    gamma: float = 0.2
-    warmup_epochs: int = 0
+    milestones: list[PositiveInt] = Field(default_factory=lambda: [60, 120, 160])
+    gamma: PositiveFloat = 0.2
+    warmup_epochs: NonNegativeInt = 0
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, value):
+        if any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError("milestones must increase")
+        return value
 
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -41,6 +49,11 @@ def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: int):
     """Stepped once per epoch (by the engine), so it is checkpointed rather than wrapped by prepare."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, cfg, epochs))
+
+
+def depends_on_total_epochs(cfg: OptimConfig) -> bool:
+    """Whether the schedule's shape depends on train.epochs (then a run cannot be extended by resuming)."""
+    return cfg.schedule == "cosine"
 
 
 def lr_factor(epoch: int, cfg: OptimConfig, epochs: int) -> float:

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 from h5py import h5s
-from tqdm.auto import tqdm
 
+from engine.progress import Progress
 from pipelines.datasets.base import ImageSet
 from pipelines.loaders import to_float_images
 from pipelines.h5blocks import BlockFile, early_allocation, one_line, partial_path
@@ -133,11 +133,14 @@ def open_cached_source(source, images: ImageSet, view_set: ViewSet, cache_cfg, m
         raise ValueError(f"cache mode must be auto, required or rebuild (off is a live source), got {mode!r}")
     spec = cache_spec(source, images, view_set, cache_cfg.root)
     with _build_lock(spec, accelerator):
-        if _on_main(accelerator, lambda: _decide(spec, mode)) == "build":
+        built = _on_main(accelerator, lambda: _decide(spec, mode)) == "build"
+        if built:
             build_cache(source, images, view_set, spec.path, cache_cfg.batch_size, accelerator, progress,
                         block_samples=block_samples)
     device = accelerator.device if accelerator is not None else torch.device("cpu")
-    return CachedSource(spec.path, spec.shape, device, memory_bytes=int(cache_cfg.memory_gb * 2**30))
+    provider = CachedSource(spec.path, spec.shape, device, memory_bytes=int(cache_cfg.memory_gb * 2**30))
+    provider.origin = "built" if built else "reused"
+    return provider
 
 
 @contextmanager
@@ -237,8 +240,8 @@ def build_cache(source, images: ImageSet, view_set: ViewSet, path: Path | str, b
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
     todo = sum(len(blocks[b]) for b in pending) * view_set.count
-    bar = tqdm(total=len(images) * view_set.count, initial=len(images) * view_set.count - todo, unit="img",
-               unit_scale=True, desc=f"caching {spec.source}", disable=not (progress and main), dynamic_ncols=True)
+    bar = Progress(len(images) * view_set.count, f"caching {spec.source}", "img",
+                   initial=len(images) * view_set.count - todo, unit_scale=True, enabled=progress and main)
     try:
         for start in range(0, len(pending), world):
             turn = pending[start: start + world]
@@ -251,7 +254,8 @@ def build_cache(source, images: ImageSet, view_set: ViewSet, path: Path | str, b
                     block = blocks[b]
                     writer.file["outputs"][block.start: block.stop] = (outputs[j] if world > 1 else outputs)[: len(block)].numpy()
                     writer.mark_done(b)
-                    bar.update(len(block) * view_set.count)
+                    if bar.update(len(block) * view_set.count):
+                        bar.show()
         bar.close()  # before the lines below, so they do not interleave with the bar
         if main:
             writer.finish(lambda f: _verify(f, spec, layout))
@@ -339,6 +343,7 @@ class CachedSource:
 
     def __init__(self, path: Path, shape: tuple[int, int, int], device: torch.device, memory_bytes: int):
         self.path, self.shape, self.device = Path(path), tuple(shape), torch.device(device)
+        self.origin = "reused"  # or "built" (set by open_cached_source): provenance in run summaries
         self.nbytes = math.prod(self.shape) * np.dtype(DTYPE).itemsize
         self.in_memory = self.nbytes <= memory_bytes
         self._rows: torch.Tensor | None = None  # [N * K, C] float16 on `device`, memory path

@@ -18,6 +18,7 @@ class LiveSource:
     def __init__(self, source, autocast):
         self.source, self.autocast = source, autocast
         self.calls = 0  # forward passes run, so tests can prove that a cache made them unnecessary
+        self.origin = "live"  # provenance, as CachedSource.origin ("reused" / "built")
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.calls += 1

@@ -241,7 +241,7 @@ def test_missing_root_names_the_path(tmp_path, dataset):
 def test_missing_file_names_the_file(tmp_path):
     write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
-    with pytest.raises(DatasetError, match="data_batch_3 not found"):
+    with pytest.raises(DatasetError, match=r"cifar10: missing \S*cifar-10-batches-py/data_batch_3; unpack https:"):
         build_split(DataConfig(dataset="cifar10", root=tmp_path), "train")
 
 

@@ -93,10 +93,14 @@ def test_two_processes_agree_with_one(tiny_config, tmp_path):
     one = subprocess.run([sys.executable, "-m", "engine.train", *common, "run.name=one"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
-                          "engine.train", *common, "run.name=two"], env=env, cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    # The 2-process run records the sample indices each process trains on (tests/trace_indices.py).
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          str(ROOT / "tests" / "trace_indices.py"), str(tmp_path / "trace"), *common, "run.name=two"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
+    per_rank = [json.loads((tmp_path / "trace" / f"rank{r}.json").read_text())["0"] for r in (0, 1)]
+    assert len(per_rank[0]) == len(per_rank[1]) == 48  # equal slices of every global batch
+    assert sorted(per_rank[0] + per_rank[1]) == list(range(96))  # every sample exactly once in the epoch
     runs = tmp_path / "runs"
     m1 = read_jsonl(runs / "one" / "seed0" / "metrics.jsonl")[0]
     m2 = read_jsonl(runs / "two" / "seed0" / "metrics.jsonl")[0]

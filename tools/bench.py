@@ -39,6 +39,7 @@ from engine.checkpoint import save_deployed
 from engine.config import Config, DataConfig, SourceCacheConfig, SourceConfig
 from engine.loop import train_one_epoch
 from engine.methods import Context, build_method
+from engine.provenance import provenance
 from engine.source_cache import open_cached_source
 from engine.source_outputs import LiveSource, SourceOutputs
 from models.sources import load_source
@@ -205,6 +206,7 @@ def main(argv=None) -> int:
             report["loaders"] = bench_loaders(args, workdir, accelerator.device)
         from tools.bench_video import bench_video, print_video_report
         report["video"] = bench_video(args, workdir / "video", accelerator.device)
+    report["provenance"] = provenance(accelerator.device)  # the header summary.json carries too
     if args.only is None:
         print_report(report)
     print_video_report(report["video"])

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from pipelines.datasets.base import ImageSet
 
 if TYPE_CHECKING:
@@ -19,20 +21,36 @@ class DatasetError(Exception):
     """One line naming the path or option at fault and how to fix it."""
 
 
+# Where each data set's files come from (what torchvision downloads), for the offline error.
+ORIGINS = {
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    "stl10": "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+    "voc2007": "http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar)",
+}
+
+
 def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable[[], object] | None) -> None:
-    """Raise a DatasetError naming the missing root or file, after trying `download` if given."""
+    """Raise one DatasetError naming every missing file, where it goes and where it comes from, after
+    trying `download` if given."""
     if all(p.exists() for p in paths):
         return
+    failed = ""
     if download is not None:
         try:
             download()
         except Exception as e:  # network, disk, archive: all end the same way for the user
             reason = str(e).splitlines()[0] if str(e) else ""
-            raise DatasetError(f"{dataset}: download into {root} failed: {type(e).__name__}: {reason}") from e
-    first = root if not root.exists() else next((p for p in paths if not p.exists()), None)
-    if first is not None:
-        raise DatasetError(f"{dataset}: {first} not found; set data.download=true on a machine with network, "
-                           f"or put the torchvision-format files there")
+            failed = f"download into {root} failed: {type(e).__name__}: {reason}; "
+    missing = [p for p in paths if not p.exists()]
+    if not missing:
+        return
+    folders = sorted({str(p.parent) for p in missing})
+    where = (f"{folders[0]}/{{{', '.join(p.name for p in missing)}}}" if len(folders) == 1 and len(missing) > 1
+             else ", ".join(str(p) for p in missing))
+    origin = f"unpack {ORIGINS[dataset]} into {root}" if dataset in ORIGINS else "put the torchvision-format files there"
+    online = "" if download is not None else ", or set data.download=true on a machine with network"
+    raise DatasetError(f"{dataset}: {failed}missing {where}; {origin}{online}")
 
 
 # Imported after DatasetError and ensure_files: the readers import them from this package.
@@ -48,20 +66,34 @@ READERS: dict[str, Reader] = {
     "procedural": procedural.read_procedural,
 }
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
+VAL_SEED = 20220104  # fixed forever: the validation split must hold the same samples in every run
 
 
 def build_split(data_cfg: "DataConfig", split: str) -> ImageSet:
+    """`val` is the fraction `data.val_fraction` of the training set (the same samples every time), and
+    `train` then the rest; the test split is never cut."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     reader = READERS.get(data_cfg.dataset)
     if reader is None:
         raise DatasetError(f"data.dataset: unknown data set {data_cfg.dataset!r}; known: {sorted(READERS)}")
-    images = reader(data_cfg, split)
-    # The limit is for quick trials; evaluating on a cut test set would make numbers incomparable.
-    if split == "train" and data_cfg.limit is not None:
+    images = reader(data_cfg, "test" if split == "test" else "train")
+    if split == "test":  # evaluating on a cut test set would make numbers incomparable
+        return images
+    if data_cfg.limit is not None:  # quick trials
         images = images.subset(data_cfg.limit)
-    return images
+    fraction = getattr(data_cfg, "val_fraction", 0.0)
+    if not fraction:
+        if split == "val":
+            raise ValueError("split 'val' needs data.val_fraction > 0")
+        return images
+    order = np.random.default_rng(VAL_SEED).permutation(len(images))
+    held_out = max(1, round(fraction * len(images)))
+    if held_out >= len(images):
+        raise DatasetError(f"data.val_fraction: {fraction} of {len(images)} training samples leaves none to train on")
+    chosen = order[:held_out] if split == "val" else order[held_out:]
+    return images.take(np.sort(chosen), split)
 
 
 __all__ = ["DatasetError", "ImageSet", "READERS", "build_split"]

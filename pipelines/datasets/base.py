@@ -59,9 +59,13 @@ class ImageSet:
 
     def subset(self, count: int) -> "ImageSet":
         """The first `count` samples (for quick trials: data.limit)."""
-        return ImageSet(self.name, self.split, self.labels[:count], self.num_classes, self.image_size,
-                        None if self.images is None else self.images[:count],
-                        None if self.files is None else self.files[:count], self.class_names)
+        return self.take(np.arange(min(count, len(self))))
+
+    def take(self, indices: np.ndarray, split: str | None = None) -> "ImageSet":
+        """The samples at `indices`, in that order (a validation split carved from train: `split="val"`)."""
+        return ImageSet(self.name, split or self.split, self.labels[indices], self.num_classes, self.image_size,
+                        None if self.images is None else np.ascontiguousarray(self.images[indices]),
+                        None if self.files is None else [self.files[i] for i in indices], self.class_names)
 
 
 def decode_resized(path: str, size: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,131 @@
+"""Reruns never corrupt a run: exact resume after Ctrl-C (before a milestone, mid-cosine), extension
+rules, a finished rerun rewrites nothing, refusals name the command that works."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+
+from engine import checkpoint
+from engine import train as train_module
+from engine.config import ConfigError, load_config
+
+# Scratch on the tiny procedural set: the fastest run that still has a schedule, BatchNorm and RNG.
+FAST = ["sources=[]", "method={name: scratch}", "train.epochs=3", "data.batch_size=16", "data.eval_batch_size=16",
+        "data.procedural={label: shape, train_size: 32, test_size: 16}"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    yield
+    reset_accelerate()
+
+
+def reset_accelerate():
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def run(tiny_config, *overrides) -> int:
+    reset_accelerate()
+    return train_module.main(["--config", str(tiny_config), *FAST, *overrides])
+
+
+def weights(tiny_config, name):
+    path = tiny_config.parent / "runs" / name / "seed0" / "checkpoints" / "final.pt"
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def history(tiny_config, name):
+    path = tiny_config.parent / "runs" / name / "seed0" / "metrics.jsonl"
+    return [{k: v for k, v in json.loads(line).items() if "seconds" not in k and "per_s" not in k}
+            for line in path.read_text().splitlines()]
+
+
+def assert_same_run(tiny_config, a, b):
+    wa, wb = weights(tiny_config, a), weights(tiny_config, b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert history(tiny_config, a) == history(tiny_config, b)
+
+
+def sigint_after_epoch(monkeypatch, epoch: int):
+    """A real SIGINT to this process right after `epoch`'s checkpoint, as Ctrl-C would send."""
+    real_save = checkpoint.save_training_state
+
+    def save_then_ctrl_c(accelerator, folder, state):
+        real_save(accelerator, folder, state)
+        if state["epoch"] == epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(checkpoint, "save_training_state", save_then_ctrl_c)
+    return lambda: monkeypatch.setattr(checkpoint, "save_training_state", real_save)
+
+
+def snapshot(folder):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_multistep_resume_before_milestone_and_extension_end_as_one_run(tiny_config, monkeypatch, capsys):
+    schedule = ["optim.schedule=multistep", "optim.milestones=[2]"]  # the lr drops for the third epoch
+    assert run(tiny_config, *schedule, "run.name=whole") == 0
+
+    restore = sigint_after_epoch(monkeypatch, 1)
+    assert run(tiny_config, *schedule, "run.name=parts") == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.strip().endswith("interrupted after epoch 1; the same command resumes"), err
+    restore()
+    assert run(tiny_config, *schedule, "run.name=parts") == 0
+    assert_same_run(tiny_config, "whole", "parts")
+    assert [r["lr"] for r in history(tiny_config, "parts")] == pytest.approx([0.05, 0.05, 0.01])
+
+    # A finished 2-epoch multistep run extended to 3 ends as the 3-epoch run (the schedule does not
+    # depend on the total); documented in the README.
+    assert run(tiny_config, *schedule, "run.name=extended", "train.epochs=2") == 0
+    assert run(tiny_config, *schedule, "run.name=extended") == 0
+    assert_same_run(tiny_config, "whole", "extended")
+    summary = json.loads((tiny_config.parent / "runs" / "extended" / "seed0" / "summary.json").read_text())
+    assert summary["epochs"] == 3
+
+
+def test_cosine_resume_mid_schedule_and_what_is_refused(tiny_config, monkeypatch, capsys):
+    schedule = ["optim.schedule=cosine"]
+    assert run(tiny_config, *schedule, "run.name=whole") == 0
+    restore = sigint_after_epoch(monkeypatch, 1)
+    assert run(tiny_config, *schedule, "run.name=parts") == 130
+    restore()
+    assert run(tiny_config, *schedule, "run.name=parts") == 0
+    assert_same_run(tiny_config, "whole", "parts")
+    lrs = [r["lr"] for r in history(tiny_config, "parts")]
+    assert lrs == pytest.approx([0.05, 0.05 * 0.75, 0.05 * 0.25])  # 0.5 * (1 + cos(pi * e / 3))
+
+    folder = tiny_config.parent / "runs" / "whole" / "seed0"
+    before = snapshot(folder)
+    capsys.readouterr()
+    assert run(tiny_config, *schedule, "run.name=whole") == 0  # finished: nothing to do
+    assert "already finished" in capsys.readouterr().out
+    for refused, message in [
+        ("train.epochs=4", r"schedule \(cosine\) spans train.epochs=3; .* run.name=whole-2"),
+        ("train.epochs=2", r"already trained 3 epochs, more than train.epochs=2; start a new run with run.name=whole-2"),
+        ("optim.lr=0.2", r"optim.lr=0.05 there, 0.2 now\); start a new run with run.name=whole-2"),
+    ]:
+        assert run(tiny_config, *schedule, "run.name=whole", refused) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and re_search(message, err), err
+    assert snapshot(folder) == before  # no file rewritten, not even touched
+
+
+def re_search(pattern, text):
+    import re
+    return re.search(pattern, text) is not None
+
+
+def test_resume_on_another_process_count_is_refused(tiny_config):
+    cfg = load_config(tiny_config, [*FAST, "train.epochs=1", "train.epochs=2"])
+    folder = cfg.run_dir() / "checkpoints" / "last"
+    folder.mkdir(parents=True)
+    (folder / "trainer.json").write_text(json.dumps({"epoch": 1, "processes": 2}))
+    with pytest.raises(ConfigError, match=r"trained by 2 process\(es\), not 1; resume it with 2"):
+        train_module.check_processes(cfg, train_module.RunFolder(cfg.run_dir()), 1)
