@@ -52,12 +52,12 @@ def training_rate(device: torch.device, precision: str, channels_last: bool, ste
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
-    from engine.config import MethodConfig
+    from types import SimpleNamespace
+
+    from engine.config import Config
     from engine.loop import train_one_epoch
-    from engine.methods import build_method
+    from engine.methods import Context, build_method
     from engine.source_outputs import SourceOutputs
-    from models.network import TargetWithHeads
-    from models.registry import build_head, build_target
     from pipelines.loaders import build_loader
     from pipelines.plan import train_plan
     from pipelines.views import ViewSet
@@ -67,12 +67,17 @@ def training_rate(device: torch.device, precision: str, channels_last: bool, ste
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=precision)
     images, view_set = tiny_images(folder, steps * batch), ViewSet(pad=4, count=8)
     torch.manual_seed(0)
-    target = build_target("resnet20", images.num_classes)
-    model = TargetWithHeads(target, {"object": build_head("transfer_module", target, 36)}, (0.5,) * 3, (0.25,) * 3)
+    cfg = Config.model_validate({
+        "data": {"dataset": "procedural", "root": str(folder / "data"), "views": view_set.count},
+        "model": {"target": "resnet20", "head": "transfer_module"},
+        "sources": [{"name": "object", "format": "checkpoint", "weights": "unused.pt", "num_classes": 36}],
+        "method": {"name": "sskt"}, "optim": {"lr": 0.05, "weight_decay": 0.0}})
+    method = build_method(cfg.method)
+    # The source's outputs are a random table looked up by (index, view): only its name and class count matter.
+    method.build(Context(cfg, images.num_classes, False, [SimpleNamespace(name="object", num_classes=36)]))
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model, optimizer = accelerator.prepare(model, optimizer)
+        method.nets = {name: net.to(memory_format=torch.channels_last) for name, net in method.nets.items()}
+    method.setup(accelerator, epochs=2)
     outputs_table = torch.randn(len(images) * view_set.count, 36, device=accelerator.device)
     source = SourceOutputs({"object": lambda b: outputs_table[b["index"] * view_set.count + b["view"]]})
 
@@ -80,9 +85,8 @@ def training_rate(device: torch.device, precision: str, channels_last: bool, ste
         batches = train_plan(len(images), view_set, batch, seed=0, epoch=epoch)
         return batches[:1] if epoch == 0 else batches
     loader = build_loader("resident", images, view_set, plan, accelerator.device)
-    method = build_method(MethodConfig(name="sskt"))
     for epoch in (0, 1):
-        record = train_one_epoch(accelerator, model, method, source, loader, optimizer, epoch, 2, False)
+        record = train_one_epoch(accelerator, method, source, loader, epoch, 2, False)
     if not np.isfinite(record["train/loss"]):
         raise RuntimeError(f"{precision}: loss is {record['train/loss']}")
     return record["train/images_per_s"]
