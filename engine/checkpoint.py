@@ -3,9 +3,10 @@
 - `checkpoints/last/`: the whole training state (Accelerate's save_state: model,
   optimizer, scheduler, RNG states) plus `trainer.json` (epoch, best); saved to
   a temporary folder and renamed into place.
-- `checkpoints/best.pt`, `epoch_XXX.pt`: the deployed target only (no heads), as
-  {"arch", "num_classes", "state_dict"}: loadable by models.sources as a
-  `checkpoint` source, so a trained target can teach another run.
+- `checkpoints/best.pt`, `final.pt`, `epoch_XXX.pt`: a deployed network only (no heads), as
+  {"arch", "num_classes", "state_dict", "mean", "std", "input_size", "class_names"}: what it
+  expects (images in [0, 1] at input_size, normalised by mean/std) travels with it, so
+  models.sources loads it as a `checkpoint` source (an SSKT source, a KD teacher) as it is.
 """
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ def load_training_state(accelerator, folder: Path) -> dict | None:
     return json.loads((final / TRAINER_FILE).read_text())
 
 
-def save_deployed(state_dict: dict, arch: str, num_classes: int, path: Path) -> None:
+def save_deployed(state_dict: dict, arch: str, num_classes: int, path: Path, *, mean=None, std=None,
+                  input_size=None, class_names=None) -> None:
+    record = {"arch": arch, "num_classes": num_classes, "state_dict": state_dict}
+    extra = {"mean": mean, "std": std, "input_size": input_size, "class_names": class_names}
+    record.update({k: list(v) for k, v in extra.items() if v is not None})
     with atomic_path(path) as tmp:
-        torch.save({"arch": arch, "num_classes": num_classes, "state_dict": state_dict}, tmp)
+        torch.save(record, tmp)

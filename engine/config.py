@@ -10,27 +10,28 @@ whose message names the file and key; the entry point turns it into exit status 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from engine.methods import METHODS, MethodSection
+from engine.optim import OptimConfig
+from engine.schema import ConfigError, Strict, registered
+from models.sources import FORMATS
+from pipelines.datasets import READERS
 
-class ConfigError(Exception):
-    """One line that names the file, key or value at fault."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+__all__ = ["Config", "ConfigError", "OptimConfig", "load_config", "dump_config"]
 
 
 class DataConfig(Strict):
-    dataset: Literal["cifar10", "cifar100", "stl10", "voc2007", "procedural"]
+    dataset: Annotated[str, registered(READERS, "data set")]
     root: Path = Path("data")
     download: bool = False  # fetch through torchvision when missing (needs network)
     image_size: int | None = None  # base size for file data sets (VOC); arrays keep their own
     pad: int = 4  # views are pad-`pad` crops x flips of the base image
     views: int = 162  # K views per training sample (2 = original + mirror; 162 = every pad-4 crop x flip)
+    # pipelines.loaders has no name registry yet (its if-chain is the list): keep this in step with build_loader
     loader: Literal["auto", "torch", "resident", "dali"] = "auto"  # auto: see pipelines.loaders.choose_loader
     workers: int = 2
     batch_size: int = 128  # global batch, split across processes
@@ -60,40 +61,22 @@ class ResizeConfig(Strict):
 
 class SourceConfig(Strict):
     name: str  # also the auxiliary head's name and the key of its outputs
-    format: Literal["torchvision", "places365", "checkpoint"]
-    arch: str  # torchvision architecture (resnet50, ...) or a models.registry name for local checkpoints
+    format: Annotated[str, registered(FORMATS, "source format")]
+    arch: str | None = None  # torchvision architecture (resnet50, ...) or a models.registry name; a checkpoint
+                             # this engine exported names its own
     weights: str | None = None  # torchvision weights enum (IMAGENET1K_V1) or a file path
     num_classes: int | None = None  # read from the weights when omitted
-    resize: ResizeConfig = Field(default_factory=lambda: ResizeConfig(scale=7 / 3))
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Omitted: what the checkpoint records (one this engine exported carries its input size, mean and
+    # std), else scale 7/3 (the paper's CIFAR/STL setting) and the ImageNet mean/std.
+    resize: ResizeConfig | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     cache: Literal["off", "auto", "required", "rebuild"] = "auto"
 
     @field_validator("cache", mode="before")
     @classmethod
     def _yaml_off(cls, value):
         return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
-
-
-class MethodConfig(Strict):
-    name: Literal["scratch", "sskt"] = "sskt"
-    task_loss: Literal["ce", "focal", "bce"] = "ce"
-    aux_loss: Literal["kd", "soft_ce", "ce", "focal"] = "kd"
-    alpha: float = 0.1  # weight of the auxiliary terms
-    temperature: float = 3.0
-    aux_reduction: Literal["mean", "batchmean"] = "batchmean"  # reference KD: 'mean' (over batch x classes)
-    focal_gamma: float = 2.0
-
-
-class OptimConfig(Strict):
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: Literal["multistep", "cosine"] = "multistep"
-    milestones: list[int] = Field(default_factory=lambda: [60, 120, 160])
-    gamma: float = 0.2
-    warmup_epochs: int = 0
 
 
 class TrainConfig(Strict):
@@ -125,7 +108,7 @@ class Config(Strict):
     model: ModelConfig
     sources: list[SourceConfig] = Field(default_factory=list)
     source_cache: SourceCacheConfig = Field(default_factory=SourceCacheConfig)
-    method: MethodConfig = Field(default_factory=MethodConfig)
+    method: MethodSection = Field(default_factory=lambda: METHODS["sskt"].Config())
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
@@ -135,10 +118,7 @@ class Config(Strict):
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"sources: names must be unique, got {names}")
-        if self.method.name == "sskt" and not self.sources:
-            raise ValueError("method.name: sskt needs at least one entry in sources")
-        if self.method.name == "scratch" and self.sources:
-            raise ValueError("method.name: scratch uses no sources; set sources=[]")
+        self.method.check(self)  # each method's rules about the other sections live with the method
         return self
 
     def run_dir(self) -> Path:
@@ -161,10 +141,22 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        value = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-        raise ConfigError(f"{path}: {key}: {err['msg']}{value}") from None
+        raise ConfigError(f"{path}: {describe_error(e.errors()[0])}") from None
+
+
+def describe_error(err: dict) -> str:
+    """`key: message (got value)`; in the method section, the union's tag is named as the method."""
+    loc, hint = list(err["loc"]), ""
+    if len(loc) > 1 and loc[0] == "method" and loc[1] in METHODS:
+        method = loc.pop(1)
+        if err["type"] == "extra_forbidden":
+            hint = f" in method {method}'s section (its fields: {', '.join(METHODS[method].Config.model_fields)})"
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    value = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+    if err["type"] == "method_name":  # the union could not pick a section: the name is at fault
+        key, value = "method.name", f" (got {err['input'].get('name')!r})" if isinstance(err["input"], dict) else ""
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{key}: {message}{hint}{value}"
 
 
 def apply_override(raw: dict, item: str, path: Path) -> None:

@@ -1,21 +1,21 @@
 """One Accelerate loop for every method, model and device count.
 
-The loop moves batches through model -> source outputs -> method loss; what the
-loss is, which sources exist and whether their outputs are live or cached is
-decided before the loop starts.
+Per batch the loop looks up the sources' outputs and calls `method.training_step` once,
+inside `accelerator.accumulate` over everything the method trains; what the method
+trains, how it steps and whether source outputs are live or cached is decided before
+the loop starts (engine.methods.base).
 """
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 from tqdm.auto import tqdm
 
 
-def train_one_epoch(accelerator, model, method, source_outputs, loader, optimizer, epoch: int,
-                    epochs: int, show_progress: bool) -> dict[str, float]:
-    model.train()
+def train_one_epoch(accelerator, method, source_outputs, loader, epoch: int, epochs: int,
+                    show_progress: bool) -> dict[str, float]:
+    method.train()
     sums: dict[str, torch.Tensor] = {}
     seen = torch.zeros((), device=accelerator.device)
     correct = torch.zeros((), device=accelerator.device)
@@ -24,25 +24,20 @@ def train_one_epoch(accelerator, model, method, source_outputs, loader, optimize
                disable=not (show_progress and accelerator.is_local_main_process), dynamic_ncols=True)
     steps = 0
     for batch in loader.epoch(epoch):
-        with accelerator.accumulate(model):
-            with accelerator.autocast():
-                output = model(batch["image"])
-            loss, terms = method(output, batch, source_outputs(batch))
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        with accelerator.accumulate(*method.nets.values()):
+            loss, terms, logits = method.training_step(batch, source_outputs(batch))
         n = batch["image"].shape[0]
         seen += n
-        for name, value in {"loss": loss.detach(), **terms}.items():
+        for name, value in {"loss": loss, **terms}.items():
             sums[name] = sums.get(name, 0) + value.float() * n
         if batch["label"].ndim == 1:
-            correct += (output.logits.argmax(1) == batch["label"]).sum()
+            correct += (logits.argmax(1) == batch["label"]).sum()
         steps += 1
         bar.update(1)
         if not bar.disable and (steps % 10 == 0 or steps == bar.total):  # reading tensors syncs with the device
             rate = float(seen) * accelerator.num_processes / (time.perf_counter() - start)
             accuracy = f"{100 * float(correct / seen):.1f}" if batch["label"].ndim == 1 else "-"
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=accuracy, img_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{float(loss):.3f}", acc=accuracy, img_s=f"{rate:.0f}")
     bar.close()
     if not steps:
         raise ValueError(f"epoch {epoch + 1}: no training batch (fewer samples than processes?)")
@@ -58,26 +53,18 @@ def train_one_epoch(accelerator, model, method, source_outputs, loader, optimize
 
 
 @torch.no_grad()
-def evaluate(accelerator, model, loader, metrics) -> dict[str, float]:
-    model.eval()
+def evaluate(accelerator, network, loader, metrics, prefix: str = "test/") -> dict[str, float]:
+    """Metrics of one network (images in [0, 1] -> ModelOutput or logits) on the test split."""
+    network.eval()
     metrics.reset()
     count = torch.zeros((), device=accelerator.device)
     for batch in loader.epoch(0):
         with accelerator.autocast():
-            logits = model(batch["image"]).logits.float()
+            output = network(batch["image"])
+        logits = (output.logits if hasattr(output, "logits") else output).float()
         target = batch["label"]
         metrics.update(torch.sigmoid(logits) if target.ndim == 2 else logits, target.long() if target.ndim == 2 else target)
         count += target.shape[0]
-    values = {f"test/{k}": round(100.0 * float(v), 4) for k, v in metrics.compute().items()}
-    values["test/images"] = int(accelerator.reduce(count, reduction="sum"))
+    values = {f"{prefix}{k}": round(100.0 * float(v), 4) for k, v in metrics.compute().items()}
+    values[f"{prefix}images"] = int(accelerator.reduce(count, reduction="sum"))
     return values
-
-
-def lr_factor(epoch: int, optim_cfg, epochs: int) -> float:
-    """Multiplier of the base learning rate at the start of `epoch` (the schedule steps once per epoch)."""
-    if epoch < optim_cfg.warmup_epochs:
-        return (epoch + 1) / optim_cfg.warmup_epochs
-    if optim_cfg.schedule == "cosine":
-        span = max(1, epochs - optim_cfg.warmup_epochs)
-        return 0.5 * (1 + math.cos(math.pi * (epoch - optim_cfg.warmup_epochs) / span))
-    return optim_cfg.gamma ** sum(epoch >= m for m in optim_cfg.milestones)

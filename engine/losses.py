@@ -61,3 +61,21 @@ def hard_pseudo_label(loss):
 TASK_LOSSES = {"ce": cross_entropy, "focal": focal, "bce": binary_cross_entropy}
 AUX_LOSSES = {"kd": kd, "soft_ce": soft_cross_entropy,
               "ce": hard_pseudo_label(cross_entropy), "focal": hard_pseudo_label(focal)}
+
+
+def binary_kd(student, teacher, temperature: float = 4.0, reduction: str = "mean", **_):
+    """KD for multi-label tasks: per class, KL between the Bernoulli distributions sigmoid(teacher/T)
+    and sigmoid(student/T), times T^2; mean over batch x classes ("mean", as BCE) or summed over
+    classes and averaged over the batch ("batchmean")."""
+    t = temperature
+    p = torch.sigmoid(teacher.float() / t)
+    per_element = (F.binary_cross_entropy_with_logits(student.float() / t, p, reduction="none")
+                   - F.binary_cross_entropy_with_logits(teacher.float() / t, p, reduction="none"))
+    return _reduce(per_element, reduction) * t * t
+
+
+def soft_focal(logits, soft_targets, gamma: float = 2.0):
+    """Focal loss against a soft target distribution (MAXL's auxiliary loss):
+    mean over the batch of sum_k -y_k (1 - p_k)^gamma log p_k."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return (-(soft_targets * (1 - log_p.exp()) ** gamma * log_p).sum(1)).mean()

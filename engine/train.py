@@ -22,14 +22,13 @@ from accelerate.utils import set_seed
 
 from engine import checkpoint
 from engine.config import Config, ConfigError, dump_config, load_config
-from engine.loop import evaluate, lr_factor, train_one_epoch
-from engine.methods import build_method
+from engine.loop import evaluate, train_one_epoch
+from engine.methods import Context, Method, build_method
 from engine.metrics import build_eval_metrics, primary_metric
 from engine.run_folder import RunFolder
 from engine.source_cache import CacheError, open_cached_source
 from engine.source_outputs import LiveSource, SourceOutputs
-from models.network import TargetWithHeads, count_parameters
-from models.registry import build_head, build_target
+from models.network import count_parameters
 from models.sources import SourceError, load_sources
 from pipelines.datasets import DatasetError, build_split
 from pipelines.loaders import build_loader
@@ -52,12 +51,6 @@ def make_accelerator(cfg: Config, run_dir: Path) -> Accelerator:
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
                        gradient_accumulation_steps=cfg.train.grad_accum, log_with="tensorboard",
                        project_dir=str(run_dir))
-
-
-def build_model(cfg: Config, num_classes: int, sources) -> TargetWithHeads:
-    target = build_target(cfg.model.target, num_classes)
-    heads = {s.name: build_head(cfg.model.head, target, s.num_classes) for s in sources}
-    return TargetWithHeads(target, heads, cfg.data.mean, cfg.data.std)
 
 
 def build_source_outputs(cfg: Config, sources, train_set, view_set: ViewSet, accelerator) -> SourceOutputs:
@@ -113,16 +106,12 @@ def train(cfg: Config) -> dict:
     sources = load_sources(cfg.sources)
     view_set = ViewSet(pad=cfg.data.pad, count=cfg.data.views)
 
-    model = build_model(cfg, train_set.num_classes, sources)
-    params = {"target": count_parameters(model.target), "heads": count_parameters(model.heads)}
-    if world > 1 and device.type == "cuda" and cfg.train.sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method = build_method(cfg.method)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg.optim, cfg.train.epochs))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)  # stepped per epoch, so not wrapped by prepare
+    method.build(Context(cfg, train_set.num_classes, train_set.multilabel, sources))
+    params = parameter_counts(method)
+    method.setup(accelerator, cfg.train.epochs)
+    networks = method.deployed()
+    exporter = Exporter(accelerator, cfg, train_set, run.checkpoints, networks)
 
     per_rank_batch = cfg.data.batch_size // world
     train_loader = build_loader(
@@ -133,13 +122,15 @@ def train(cfg: Config) -> dict:
         plan=lambda epoch: eval_plan(len(test_set), cfg.data.eval_batch_size, rank, world))
     source_outputs = build_source_outputs(cfg, sources, train_set, view_set, accelerator)
     metrics = build_eval_metrics(test_set.num_classes, test_set.multilabel).to(device)
-    main_metric = f"test/{primary_metric(test_set.multilabel)}"
+    metric_name = primary_metric(test_set.multilabel)
+    main_metric = f"test/{metric_name}"
 
     if accelerator.is_main_process:
         run.create(dump_config(cfg))
     accelerator.wait_for_everyone()
     state = checkpoint.load_training_state(accelerator, run.checkpoints) if cfg.train.resume == "auto" else None
-    state = state or {"epoch": 0, "best": None, "best_epoch": None, "train_seconds": 0.0}
+    state = state or {"epoch": 0, "best": None, "best_epoch": None, "train_seconds": 0.0,
+                      "best_of": {name: [None, None] for name in networks}}
     if accelerator.is_main_process:
         run.truncate_metrics(state["epoch"])
         print(f"{run.path}: {cfg.model.target} on {train_set.name} ({len(train_set)} train / {len(test_set)} test), "
@@ -151,19 +142,25 @@ def train(cfg: Config) -> dict:
     first_epoch, run_started = state["epoch"], time.perf_counter()
     for epoch in range(state["epoch"], cfg.train.epochs):
         started = time.perf_counter()
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-        record.update(train_one_epoch(accelerator, model, method, source_outputs, train_loader, optimizer,
-                                      epoch, cfg.train.epochs, cfg.train.progress))
-        scheduler.step()
+        record = {"epoch": epoch + 1, **method.learning_rates()}
+        record.update(train_one_epoch(accelerator, method, source_outputs, train_loader, epoch, cfg.train.epochs,
+                                      cfg.train.progress))
+        method.end_epoch()
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
-            record.update(evaluate(accelerator, model, test_loader, metrics))
+            record.update(evaluate_networks(accelerator, networks, test_loader, metrics, metric_name))
         state["train_seconds"] += record["train/seconds"]
         state["epoch"] = epoch + 1
-        if main_metric in record and (state["best"] is None or record[main_metric] > state["best"]):
-            state["best"], state["best_epoch"] = record[main_metric], epoch + 1
-            save_deployed(accelerator, model, cfg, train_set.num_classes, run.checkpoints / "best.pt")
+        for name in networks:  # each network keeps its own best checkpoint
+            key = network_metric(networks, name, metric_name)
+            best = state["best_of"][name]
+            if key in record and (best[0] is None or record[key] > best[0]):
+                state["best_of"][name] = [record[key], epoch + 1]
+                exporter.save(name, "best")
+        if main_metric in record:
+            state["best"], state["best_epoch"] = state["best_of"][next(iter(networks))]
         if cfg.train.checkpoint_every and (epoch + 1) % cfg.train.checkpoint_every == 0:
-            save_deployed(accelerator, model, cfg, train_set.num_classes, run.checkpoints / f"epoch_{epoch + 1:03d}.pt")
+            for name in networks:
+                exporter.save(name, f"epoch_{epoch + 1:03d}")
         record["epoch_seconds"] = time.perf_counter() - started
         accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
         if accelerator.is_main_process:
@@ -177,24 +174,70 @@ def train(cfg: Config) -> dict:
 
     accelerator.end_training()
     history = run.metrics() if accelerator.is_main_process else []
-    summary = make_summary(cfg, history, state, params, world, accelerator, main_metric)
+    summary = make_summary(cfg, history, state, params, world, accelerator, main_metric, networks, method.REPORTED)
+    for name in networks:
+        exporter.save(name, "final")
     if accelerator.is_main_process:
-        save_deployed(accelerator, model, cfg, train_set.num_classes, run.checkpoints / "final.pt")
         run.write_summary(summary)
         print(f"{run.path}: {primary_metric_line(summary)}")
     return summary
 
 
-def save_deployed(accelerator, model, cfg: Config, num_classes: int, path: Path) -> None:
-    if accelerator.is_main_process:
-        checkpoint.save_deployed(accelerator.unwrap_model(model).deployed_state_dict(), cfg.model.target,
-                                 num_classes, path)
+def parameter_counts(method: Method) -> dict[str, int]:
+    """Parameters of the first deployed target, and of everything trained that is not deployed."""
+    deployed = [count_parameters(d.network.target) for d in method.deployed().values()]
+    trained = sum(count_parameters(net) for net in method.nets.values())
+    return {"deployed_target": deployed[0], "training_heads": trained - sum(deployed), "trained": trained}
 
 
-def make_summary(cfg, history, state, params, world, accelerator, main_metric) -> dict:
+def network_metric(networks: dict, name: str, metric: str) -> str:
+    """`test/<metric>` for a single network; `test/<name>/<metric>` when a method deploys several."""
+    return f"test/{metric}" if len(networks) == 1 else f"test/{name}/{metric}"
+
+
+def evaluate_networks(accelerator, networks: dict, loader, metrics, metric: str) -> dict[str, float]:
+    """Every deployed network on the test split. With several (DML peers), each under its name, their
+    mean under `test/mean/`, and the first (the reported one) also as plain `test/<metric>`."""
+    if len(networks) == 1:
+        (deployed,) = networks.values()
+        return evaluate(accelerator, deployed.network, loader, metrics)
+    record = {}
+    for name, deployed in networks.items():
+        record.update(evaluate(accelerator, deployed.network, loader, metrics, prefix=f"test/{name}/"))
+    first = next(iter(networks))
+    for key in [k.removeprefix(f"test/{first}/") for k in record if k.startswith(f"test/{first}/")]:
+        record[f"test/{key}"] = record[f"test/{first}/{key}"]
+        if key != "images":
+            record[f"test/mean/{key}"] = sum(record[f"test/{n}/{key}"] for n in networks) / len(networks)
+    return record
+
+
+class Exporter:
+    """Writes deployed networks with what they expect (input size, mean, std) and the class names:
+    checkpoints/<stem>.pt for the first network, and checkpoints/<name>/<stem>.pt for each when several."""
+
+    def __init__(self, accelerator, cfg: Config, train_set, folder: Path, networks: dict):
+        self.accelerator, self.folder, self.networks = accelerator, folder, networks
+        self.meta = {"num_classes": train_set.num_classes, "mean": cfg.data.mean, "std": cfg.data.std,
+                     "input_size": train_set.image_size, "class_names": train_set.class_names or None}
+
+    def save(self, name: str, stem: str) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        deployed = self.networks[name]
+        state = self.accelerator.unwrap_model(deployed.network).deployed_state_dict()
+        paths = [self.folder / name / f"{stem}.pt"] if len(self.networks) > 1 else []
+        if name == next(iter(self.networks)):
+            paths.append(self.folder / f"{stem}.pt")
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.save_deployed(state, deployed.arch, path=path, **self.meta)
+
+
+def make_summary(cfg, history, state, params, world, accelerator, main_metric, networks, reported_note="") -> dict:
     last = history[-1] if history else {}
     images = sum(r.get("train/images", 0) for r in history)
-    return {
+    summary = {
         "run": cfg.run.name, "seed": cfg.seed, "dataset": cfg.data.dataset, "target": cfg.model.target,
         "head": cfg.model.head, "method": cfg.method.name, "sources": [s.name for s in cfg.sources],
         "epochs": state["epoch"], "metric": main_metric,
@@ -203,9 +246,20 @@ def make_summary(cfg, history, state, params, world, accelerator, main_metric) -
         "images_per_s": images / state["train_seconds"] if state["train_seconds"] else None,
         "train_seconds": state["train_seconds"],
         "wall_seconds": sum(r.get("epoch_seconds", 0) for r in history),
-        "parameters": {"deployed_target": params["target"], "training_heads": params["heads"]},
+        "parameters": params,
         "processes": world, "device": accelerator.device.type, "precision": accelerator.mixed_precision,
     }
+    if len(networks) > 1:
+        metric = main_metric.removeprefix("test/")
+        first = next(iter(networks))
+        summary["networks"] = {
+            name: {"arch": d.arch, "final": last.get(f"test/{name}/{metric}"),
+                   "best": {main_metric: state["best_of"][name][0], "epoch": state["best_of"][name][1]}}
+            for name, d in networks.items()}
+        summary["mean_of_networks"] = {main_metric: last.get(f"test/mean/{metric}")}
+        summary["reported"] = (f"final and best are {first} ({networks[first].arch}); networks lists each, "
+                               f"mean_of_networks their mean. {reported_note}").strip()
+    return summary
 
 
 def primary_metric_line(summary: dict) -> str:

@@ -10,8 +10,13 @@ Weight files come in three formats (`SourceConfig.format`):
                <torch hub dir>/checkpoints/, or a path to a state_dict
   places365    a CSAIL Places365 `{arch}_places365.pth.tar` ({"state_dict": {"module.<key>": ...}})
   checkpoint   any local file: a state_dict, or a dict holding one under "state_dict"
-               (plus optional "arch", "num_classes"); arch is a torchvision name or a
+               (plus optional "arch", "num_classes", "mean", "std", "input_size", "class_names",
+               as engine.checkpoint.save_deployed writes them); arch is a torchvision name or a
                models.registry name ("torchvision:<name>" / "registry:<name>" force one)
+
+What a config leaves out (arch, num_classes, mean, std, resize) is read from the checkpoint
+when it records it, so a target a run exported serves as a KD teacher or a source as it is;
+otherwise mean/std default to ImageNet's and resize to scale 7/3 (the paper's CIFAR/STL setting).
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ from models.network import Normalize
 PLACES365_URL = "http://places2.csail.mit.edu/models_places365/{arch}_places365.pth.tar"
 # Bump when the preprocessing or forward changes, so caches keyed by fingerprint() go stale.
 _FINGERPRINT_VERSION = "sskt-source-v1"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DEFAULT_RESIZE_SCALE = 7 / 3
 
 
 class SourceError(Exception):
@@ -111,22 +118,11 @@ def load_source(cfg, index: int | None = None) -> FrozenSource:
     name, fmt, arch = cfg.name, cfg.format, cfg.arch
     where = f"source '{name}'"
     key = f"sources.{index if index is not None else '<i>'}.weights"
-    resize = cfg.resize
-    resize = Resize(*(resize.get(k) for k in Resize._fields)) if isinstance(resize, dict) else \
-        Resize(getattr(resize, "scale", None), getattr(resize, "size", None))
-    if (resize.scale is None) == (resize.size is None):
-        raise SourceError(f"{where}: give exactly one of resize.scale and resize.size")
-    if fmt == "torchvision":
-        path = _torchvision_weights_path(where, key, arch, cfg.weights)
-    elif fmt == "places365":
-        path = Path(cfg.weights) if cfg.weights else _fetch(where, key, _hub_checkpoints() / f"{arch}_places365.pth.tar",
-                                                            PLACES365_URL.format(arch=arch))
-    elif fmt == "checkpoint":
-        if not cfg.weights:
-            raise SourceError(f"{where}: format checkpoint needs {key} set to a local file")
-        path = Path(cfg.weights)
-    else:
-        raise SourceError(f"{where}: unknown format {fmt!r} (torchvision, places365 or checkpoint)")
+    if fmt not in FORMATS:
+        raise SourceError(f"{where}: unknown format {fmt!r} ({', '.join(FORMATS)})")
+    if not arch and fmt != "checkpoint":
+        raise SourceError(f"{where}: format {fmt} needs sources.{index if index is not None else '<i>'}.arch")
+    path = FORMATS[fmt](where, key, arch, cfg.weights)
 
     data, sha = _read(where, path)
     obj = _torch_load(where, path, data)
@@ -137,15 +133,42 @@ def load_source(cfg, index: int | None = None) -> FrozenSource:
     num_classes = cfg.num_classes or meta.get("num_classes") or _infer_num_classes(state_dict)
     if not num_classes:
         raise SourceError(f"{where}: cannot tell num_classes from {path}; set it in the config")
+    resize = _resize(where, cfg.resize, meta.get("input_size"))
     # Building a network draws random init weights; keep that off the training seed's stream.
     with torch.random.fork_rng(devices=[]):
         net = _build(where, arch, int(num_classes), registry_ok=fmt == "checkpoint")
     _load_state(where, path, net, state_dict)
     return FrozenSource(name, net, arch=arch, weights_path=path, num_classes=int(num_classes), resize=resize,
-                        mean=cfg.mean, std=cfg.std, weights_sha256=sha)
+                        mean=cfg.mean or meta.get("mean") or IMAGENET_MEAN,
+                        std=cfg.std or meta.get("std") or IMAGENET_STD, weights_sha256=sha)
 
 
-# ---------------------------------------------------------------- weight files
+def _resize(where: str, given, input_size) -> Resize:
+    """The config's resize, else the checkpoint's square input size, else scale 7/3."""
+    if given is None:
+        if input_size and len(input_size) == 2 and input_size[0] == input_size[1]:
+            return Resize(size=int(input_size[0]))
+        return Resize(scale=DEFAULT_RESIZE_SCALE)
+    resize = Resize(*(given.get(k) for k in Resize._fields)) if isinstance(given, dict) else \
+        Resize(getattr(given, "scale", None), getattr(given, "size", None))
+    if (resize.scale is None) == (resize.size is None):
+        raise SourceError(f"{where}: give exactly one of resize.scale and resize.size")
+    return resize
+
+
+# ---------------------------------------------------------------- weight files, by format
+
+def _places365_weights_path(where: str, key: str, arch: str, weights: str | None) -> Path:
+    if weights:
+        return Path(weights)
+    return _fetch(where, key, _hub_checkpoints() / f"{arch}_places365.pth.tar", PLACES365_URL.format(arch=arch))
+
+
+def _checkpoint_weights_path(where: str, key: str, arch: str, weights: str | None) -> Path:
+    if not weights:
+        raise SourceError(f"{where}: format checkpoint needs {key} set to a local file")
+    return Path(weights)
+
 
 def _hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
@@ -179,6 +202,11 @@ def _fetch(where: str, key: str, path: Path, url: str) -> Path:
         raise SourceError(f"{where}: weights file {path} is missing and could not be downloaded from {url} "
                           f"({_one_line(e)}); download it there, or set {key} to a local file") from None
     return path
+
+
+# format name -> (where, key, arch, weights) -> path of the weight file: the one list of formats.
+FORMATS = {"torchvision": _torchvision_weights_path, "places365": _places365_weights_path,
+           "checkpoint": _checkpoint_weights_path}
 
 
 def _read(where: str, path: Path) -> tuple[bytes, str]:
@@ -222,6 +250,8 @@ def _split_checkpoint(where: str, path: Path, obj: Any) -> tuple[dict[str, torch
     meta: dict = {}
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         meta = {k: obj[k] for k in ("arch", "num_classes") if isinstance(obj.get(k), (str, int))}
+        meta.update({k: tuple(obj[k]) for k in ("mean", "std", "input_size", "class_names")
+                     if isinstance(obj.get(k), (list, tuple))})
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise SourceError(f"{where}: {path} holds no state_dict (expected tensors by name, "

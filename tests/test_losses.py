@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from engine.losses import AUX_LOSSES, TASK_LOSSES, binary_cross_entropy, cross_entropy, focal, kd, soft_cross_entropy
-from engine.methods import build_method
-from engine.config import MethodConfig
+from engine.methods import METHODS, build_method
 from models.network import ModelOutput
 
 STUDENT = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
@@ -79,18 +78,18 @@ def test_aux_ce_uses_source_top1():
 
 
 def test_sskt_method_is_task_plus_alpha_times_sum_of_aux_terms():
-    method = build_method(MethodConfig(name="sskt", alpha=0.25, temperature=3.0, aux_reduction="mean"))
+    method = build_method(METHODS["sskt"].Config(alpha=0.25, temperature=3.0, aux_reduction="mean"))
     aux_a, src_a = torch.randn(2, 5), torch.randn(2, 5)
     aux_b, src_b = torch.randn(2, 7), torch.randn(2, 7)
     output = ModelOutput(STUDENT, {"a": aux_a, "b": aux_b})
-    loss, terms = method(output, {"label": LABELS}, {"a": src_a, "b": src_b})
+    loss, terms = method.loss(output, {"label": LABELS}, {"a": src_a, "b": src_b})
     expected = (cross_entropy(STUDENT, LABELS) + 0.25 * (kd(aux_a, src_a, 3.0, "mean") + kd(aux_b, src_b, 3.0, "mean")))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert set(terms) == {"task", "aux/a", "aux/b"}
 
 
 def test_scratch_ignores_sources():
-    method = build_method(MethodConfig(name="scratch"))
-    loss, terms = method(ModelOutput(STUDENT, {}), {"label": LABELS}, {})
+    method = build_method(METHODS["scratch"].Config())
+    loss, terms = method.loss(ModelOutput(STUDENT, {}), {"label": LABELS}, {})
     assert loss.item() == pytest.approx(cross_entropy(STUDENT, LABELS).item())
     assert set(TASK_LOSSES) == {"ce", "focal", "bce"}

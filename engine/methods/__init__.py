@@ -1,10 +1,35 @@
-"""Methods by name. A new method (KD, DML, MAXL) is one module and one line here."""
-from engine.methods.base import Method
-from engine.methods.scratch import Scratch
-from engine.methods.sskt import SSKT
+"""Methods by name. A method is one module here: its config section and its class, registered together.
 
-METHODS: dict[str, type[Method]] = {"scratch": Scratch, "sskt": SSKT}
+`MethodConfig` is the `method` section's schema: a pydantic union of every registered method's
+config, picked by `method.name` (default sskt), so no method's field is valid in another's section.
+"""
+from typing import Annotated, Union
+
+from pydantic import Discriminator, Tag
+
+from engine.methods.base import (METHODS, Context, Deployed, LossMethod, Method, MethodConfig, Step,
+                                 register_method)
+from engine.methods import scratch, sskt, kd, dml, maxl  # noqa: E402,F401  (each registers itself)
+
+DEFAULT_METHOD = "sskt"
 
 
-def build_method(cfg) -> Method:
+def _method_name(section) -> str | None:
+    if isinstance(section, dict):
+        return section.get("name", DEFAULT_METHOD)
+    return getattr(section, "name", None)
+
+
+MethodSection = Annotated[
+    Union[tuple(Annotated[cls.Config, Tag(name)] for name, cls in METHODS.items())],
+    Discriminator(_method_name, custom_error_type="method_name",
+                  custom_error_message=f"unknown method; known: {', '.join(METHODS)}"),
+]
+
+
+def build_method(cfg: MethodConfig) -> Method:
     return METHODS[cfg.name](cfg)
+
+
+__all__ = ["METHODS", "Context", "Deployed", "LossMethod", "Method", "MethodConfig", "MethodSection", "Step",
+           "build_method", "register_method"]

@@ -1,21 +1,43 @@
-"""SSKT: task loss + alpha * sum over sources of aux_loss(head_s, source_s(x))."""
+"""SSKT: task loss + alpha * sum over sources of aux_loss(head_s(x), source_s(x))."""
 from __future__ import annotations
 
-from engine.losses import AUX_LOSSES
-from engine.methods.scratch import Scratch
+from typing import Annotated, Literal
+
+from engine.losses import AUX_LOSSES, TASK_LOSSES
+from engine.methods.base import LossMethod, MethodConfig, register_method
+from engine.methods.scratch import TaskLoss
+from engine.schema import registered
+from models.registry import build_head
 
 
-class SSKT(Scratch):
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.aux_loss = AUX_LOSSES[cfg.aux_loss]
-        self.alpha = cfg.alpha
-        self.aux_kw = {"temperature": cfg.temperature, "reduction": cfg.aux_reduction, "gamma": cfg.focal_gamma}
+class SSKTConfig(MethodConfig):
+    name: Literal["sskt"] = "sskt"
+    task_loss: TaskLoss = "ce"
+    aux_loss: Annotated[str, registered(AUX_LOSSES, "auxiliary loss")] = "kd"
+    alpha: float = 0.1  # weight of the auxiliary terms
+    temperature: float = 3.0
+    aux_reduction: Literal["mean", "batchmean"] = "batchmean"  # reference KD: 'mean' (over batch x classes)
+    focal_gamma: float = 2.0
 
-    def forward(self, output, batch, source_outputs):
-        loss, terms = super().forward(output, batch, source_outputs)
+    def check(self, config):
+        if not config.sources:
+            raise ValueError("method.name: sskt needs at least one entry in sources")
+
+
+@register_method
+class SSKT(LossMethod):
+    Config = SSKTConfig
+
+    def heads(self, target):  # one head per source, sized to its label space
+        return {s.name: build_head(self.ctx.config.model.head, target, s.num_classes) for s in self.ctx.sources}
+
+    def loss(self, output, batch, source_outputs):
+        cfg = self.cfg
+        loss = TASK_LOSSES[cfg.task_loss](output.logits, batch["label"], gamma=cfg.focal_gamma)
+        terms = {"task": loss.detach()}
         for name, head_logits in output.aux.items():
-            term = self.aux_loss(head_logits, source_outputs[name], **self.aux_kw)
-            loss = loss + self.alpha * term
+            term = AUX_LOSSES[cfg.aux_loss](head_logits, source_outputs[name], temperature=cfg.temperature,
+                                            reduction=cfg.aux_reduction, gamma=cfg.focal_gamma)
+            loss = loss + cfg.alpha * term
             terms[f"aux/{name}"] = term.detach()
         return loss, terms

@@ -1,0 +1,33 @@
+"""Building blocks of the config schema: strict sections and names checked against a registry.
+
+A name list lives in one registry (a dict in the module that implements the names); the
+schema validates against that registry instead of a `Literal` copied by hand:
+
+    dataset: Annotated[str, registered(READERS, "data set")]
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+
+class ConfigError(Exception):
+    """One line that names the file, key or value at fault; the entry points exit 2 on it."""
+
+
+class Strict(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def registered(registry: Mapping | Callable[[], Iterable[str]], what: str) -> AfterValidator:
+    """A validator accepting only the names of `registry` (a mapping, or a function listing names)."""
+
+    def check(name: str) -> str:
+        names = registry() if callable(registry) else registry
+        if name not in names:
+            raise ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(names))}")
+        return name
+
+    return AfterValidator(check)
