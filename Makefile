@@ -10,7 +10,7 @@ SEEDS   ?= 0 1
 # One process, or the same module under accelerate launch on NPROC GPUs.
 LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m)
 
-.PHONY: setup test train demo demo-sources cache bench clean-runs
+.PHONY: setup test train demo demo-sources cache bench preprocess-video clean-runs
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,12 @@ cache: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources)
 # Throughput figures and ratios, measured in one run: bench/results.json.
 bench: setup
 	$(PY) -m tools.bench
+
+# Decode a video data set once into an HDF5 frame store (exit status 3: finished, some videos failed).
+#   make preprocess-video DATASET=ucf101 ROOT=data/UCF-101 OUT=data/ucf101.h5 [ARGS="--workers 8"]
+preprocess-video: setup
+	@test -n "$(DATASET)" -a -n "$(ROOT)" -a -n "$(OUT)" || { echo "usage: make preprocess-video DATASET=ucf101|hmdb51 ROOT=<videos> OUT=<file.h5>"; exit 2; }
+	$(PY) -m tools.preprocess_video --dataset $(DATASET) --root $(ROOT) --out $(OUT) $(ARGS)
 
 clean-runs:
 	rm -rf runs

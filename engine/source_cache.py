@@ -29,20 +29,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from h5py import h5d, h5p, h5s
+from h5py import h5s
 from tqdm.auto import tqdm
 
 from pipelines.datasets.base import ImageSet
 from pipelines.loaders import to_float_images
-from pipelines.storage import publish
-from pipelines.views import ViewSet, apply_views
+from pipelines.h5blocks import BlockFile, early_allocation, one_line, partial_path
+from pipelines.render import render_images
+from pipelines.views import ViewSet
 
 FORMAT_VERSION = "sskt-source-cache-v1"  # bump when the layout or the way outputs are computed changes
 DTYPE = "float16"
-# Fixed format bounds keep the bytes independent of the h5py/HDF5 defaults. 1.8 rather than 1.10+:
-# a 1.10 superblock marks a file open for writing and refuses to reopen it after a crash, which
-# would make a killed build impossible to resume.
-LIBVER = ("v108", "v108")
 CHUNK_BYTES = 32 << 10  # target chunk size, see choose_layout
 BLOCK_IMAGES = 4096  # (sample, view) pairs per build block: at most this much work is lost on a kill
 BUILD_COMMAND = "python -m tools.cache_sources --config <experiment.yaml>"
@@ -69,7 +66,7 @@ class CacheSpec:
 
     @property
     def partial_path(self) -> Path:
-        return self.path.with_name(f".{self.path.stem}.partial.h5")
+        return partial_path(self.path)
 
 
 def cache_spec(source, images: ImageSet, view_set: ViewSet, root: Path | str) -> CacheSpec:
@@ -176,7 +173,7 @@ def check_cache_file(spec: CacheSpec) -> str | None:
                 found = (outputs.shape, str(outputs.dtype)) if isinstance(outputs, h5py.Dataset) else "nothing"
                 return f"has outputs {found}, expected {spec.shape} {DTYPE}"
     except (OSError, KeyError, ValueError) as e:  # h5py raises OSError for truncated or garbled files
-        return f"cannot be read ({_one_line(e)})"
+        return f"cannot be read ({one_line(e)})"
     return None
 
 
@@ -197,12 +194,14 @@ def build_cache(source, images: ImageSet, view_set: ViewSet, path: Path | str, b
     device = accelerator.device if accelerator is not None else torch.device("cpu")
     source = source.to(device) if isinstance(source, torch.nn.Module) else source
 
-    file: h5py.File | None = None  # rank 0's partial file
+    writer = BlockFile(spec.path, spec.identity, {**spec.attrs, "block_samples": layout.block_samples}, len(blocks),
+                       create=lambda f: f.create_dataset("outputs", spec.shape, DTYPE, chunks=layout.chunks,
+                                                         dcpl=early_allocation(), fill_time="never", track_times=False),
+                       mismatch=lambda f: _layout_mismatch(f, spec, layout), error=CacheError, label="source cache")
 
     def open_partial() -> list[int]:
-        nonlocal file
-        file = _open_partial(spec, layout, len(blocks))
-        return [b for b, done in enumerate(file["done"][...]) if not done]
+        writer.open()
+        return writer.pending()
 
     pending = _on_main(accelerator, open_partial)  # the blocks still to compute, known to every rank
     if main:
@@ -223,87 +222,28 @@ def build_cache(source, images: ImageSet, view_set: ViewSet, path: Path | str, b
                 outputs = _gather_blocks(accelerator, outputs, layout.block_samples, spec.shape[1:], device)
             if main:
                 for j, b in enumerate(turn):
-                    _write_block(file, blocks[b], b, outputs[j] if world > 1 else outputs)
-                    bar.update(len(blocks[b]) * view_set.count)
+                    block = blocks[b]
+                    writer.file["outputs"][block.start: block.stop] = (outputs[j] if world > 1 else outputs)[: len(block)].numpy()
+                    writer.mark_done(b)
+                    bar.update(len(block) * view_set.count)
         bar.close()  # before the lines below, so they do not interleave with the bar
         if main:
-            _verify(file, spec, layout)
-            file.attrs.modify("complete", np.uint8(1))  # in place: the header keeps its size and bytes
+            writer.finish(lambda f: _verify(f, spec, layout))
     finally:
         bar.close()
-        if file is not None:
-            file.close()  # a clean close keeps an interrupted partial file resumable
+        writer.close()
     if main:
-        publish(spec.partial_path, spec.path)
         print(f"source cache {spec.path}: complete ({human_bytes(spec.path.stat().st_size)} on disk)")
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return spec.path
 
 
-def _open_partial(spec: CacheSpec, layout: Layout, num_blocks: int) -> h5py.File:
-    """The partial file to continue: the interrupted one when it matches `spec` and `layout`, else a new one."""
-    partial = spec.partial_path
-    if partial.exists():
-        try:
-            file = h5py.File(partial, "r+", libver=LIBVER)
-        except OSError as e:
-            _raise_if_locked(e, partial)
-            reason = f"cannot be read ({_one_line(e)})"
-        else:
-            reason = _partial_mismatch(file, spec, layout, num_blocks)
-            if reason is None:
-                return file
-            file.close()
-        print(f"source cache {partial}: {reason}; starting over")
-        partial.unlink()
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return _create_partial(partial, spec, layout, num_blocks)
-    except OSError as e:
-        _raise_if_locked(e, partial)
-        raise
-
-
-def _raise_if_locked(error: OSError, partial: Path) -> None:
-    # HDF5 locks a file open for writing: another process (a second run of the same config) builds it.
-    if "lock" in str(error).lower():
-        raise CacheError(f"source cache {partial} is being built by another process; wait for it, "
-                         f"or delete the file if no other process runs") from None
-
-
-def _partial_mismatch(file: h5py.File, spec: CacheSpec, layout: Layout, num_blocks: int) -> str | None:
-    try:
-        if file.attrs.get("identity") != spec.identity:
-            return "was started for other settings"
-        outputs, done = file["outputs"], file["done"]
-        if outputs.shape != spec.shape or outputs.chunks != layout.chunks or done.shape != (num_blocks,):
-            return "was started with another block layout"
-    except KeyError as e:
-        return f"is damaged ({_one_line(e)})"
+def _layout_mismatch(file: h5py.File, spec: CacheSpec, layout: Layout) -> str | None:
+    outputs = file.get("outputs")
+    if not isinstance(outputs, h5py.Dataset) or outputs.shape != spec.shape or outputs.chunks != layout.chunks:
+        return "was started with another block layout"
     return None
-
-
-def _create_partial(path: Path, spec: CacheSpec, layout: Layout, num_blocks: int) -> h5py.File:
-    file = h5py.File(path, "w", libver=LIBVER, track_order=False)
-    for name in sorted(spec.attrs):
-        file.attrs[name] = spec.attrs[name]
-    file.attrs["complete"] = np.uint8(0)
-    file.attrs["block_samples"] = layout.block_samples
-    # All storage is allocated now (sparse on disk: 'never' writes no fill), so later writes only
-    # fill bytes in place and the file ends byte-identical however often the build was resumed.
-    file.create_dataset("outputs", spec.shape, DTYPE, chunks=layout.chunks, dcpl=_early_allocation(),
-                        fill_time="never", track_times=False)
-    file.create_dataset("done", (num_blocks,), np.uint8, dcpl=_early_allocation(), fillvalue=0,
-                        fill_time="alloc", track_times=False)
-    file.flush()
-    return file
-
-
-def _early_allocation() -> h5p.PropDCID:
-    dcpl = h5p.create(h5p.DATASET_CREATE)
-    dcpl.set_alloc_time(h5d.ALLOC_TIME_EARLY)
-    return dcpl
 
 
 @torch.inference_mode()
@@ -311,14 +251,12 @@ def _compute_block(source, images: ImageSet, view_set: ViewSet, block: range, ba
                    device: torch.device, spec: CacheSpec) -> torch.Tensor:
     """float16 [len(block), K, C] on the CPU; batches depend on the block only, never on the rank."""
     k = view_set.count
-    pixels = torch.from_numpy(np.stack([images.load_image(i) for i in block])).permute(0, 3, 1, 2)  # uint8 NCHW
-    samples = torch.arange(len(block)).repeat_interleave(k)
-    views = torch.arange(k).repeat(len(block))
+    samples = np.repeat(np.arange(block.start, block.stop), k)
+    views = np.tile(np.arange(k), len(block))
     pieces = []
     for lo in range(0, len(samples), batch_size):
-        s, v = samples[lo: lo + batch_size], views[lo: lo + batch_size]
-        x = to_float_images(apply_views(pixels[s].to(device), v.to(device), view_set))
-        pieces.append(source(x).to(torch.float16).cpu())
+        pixels = render_images(images, samples[lo: lo + batch_size], views[lo: lo + batch_size], view_set)
+        pieces.append(source(to_float_images(pixels.to(device))).to(torch.float16).cpu())
     outputs = torch.cat(pieces).view(len(block), k, -1)
     if outputs.shape[-1] != spec.shape[-1]:
         raise CacheError(f"source '{spec.source}' returned {outputs.shape[-1]} classes, expected {spec.shape[-1]}")
@@ -337,17 +275,7 @@ def _gather_blocks(accelerator, outputs: torch.Tensor | None, block_samples: int
     return gathered.view(accelerator.num_processes, block_samples, *row_shape)
 
 
-def _write_block(file: h5py.File, block: range, number: int, outputs: torch.Tensor) -> None:
-    file["outputs"][block.start: block.stop] = outputs[: len(block)].numpy()
-    file["done"][number] = 1
-    file.flush()  # a kill now loses at most the next block
-
-
 def _verify(file: h5py.File, spec: CacheSpec, layout: Layout) -> None:
-    if not file["done"][...].all():
-        raise CacheError(f"source cache {spec.partial_path}: blocks missing after the build; delete it and rebuild")
-    if file.attrs.get("identity") != spec.identity:
-        raise CacheError(f"source cache {spec.partial_path}: identity attribute lost; delete it and rebuild")
     outputs = file["outputs"]
     for block in layout.blocks(spec.shape[0]):  # also re-checks blocks written by an earlier, interrupted build
         if not np.isfinite(outputs[block.start: block.stop]).all():
@@ -455,8 +383,3 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
-
-
-def _one_line(e: BaseException) -> str:
-    lines = [s.strip() for s in str(e).splitlines() if s.strip()] or [type(e).__name__]
-    return lines[0][:300]

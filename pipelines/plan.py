@@ -12,6 +12,7 @@ to keep the slices equal.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -50,3 +51,53 @@ def eval_plan(num_samples: int, batch_size: int, rank: int = 0, world: int = 1) 
 def steps_per_epoch(num_samples: int, batch_size: int, world: int = 1) -> int:
     full, rest = divmod(num_samples, batch_size)
     return full + (1 if rest >= world else 0)
+
+
+# ---------------------------------------------------------------- clips (video)
+
+class ClipBatch(NamedTuple):
+    indices: np.ndarray  # int64 [B] video indices into the split
+    views: np.ndarray  # int64 [B] clip view ids (pipelines.views.ClipViewSet)
+    starts: np.ndarray  # int64 [B] first frame of each clip
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """epoch -> this process's clip batches; a picklable pure function, so DALI's forked or spawned
+    workers recompute exactly the batches the main process iterates.
+
+    train: every video once per epoch (3D-ResNets-PyTorch), a random view and a random start
+    in 0..max(0, n - length), global batches cut into `world` equal slices as in `train_plan`.
+    eval: consecutive non-overlapping clips (starts 0, length, 2 length, ...) covering every
+    frame of every video, view 0, dealt round-robin: every clip exactly once across processes.
+    """
+    frame_counts: tuple
+    length: int
+    batch_size: int
+    train: bool = True
+    view_count: int = 1
+    seed: int = 0
+    rank: int = 0
+    world: int = 1
+
+    def __call__(self, epoch: int) -> list[ClipBatch]:
+        counts = np.asarray(self.frame_counts, dtype=np.int64)
+        if self.train:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(counts))
+            views = rng.integers(0, self.view_count, len(counts))
+            starts = (rng.random(len(counts)) * (np.maximum(counts[order] - self.length, 0) + 1)).astype(np.int64)
+            batches = []
+            for lo in range(0, len(counts), self.batch_size):
+                hi = min(lo + self.batch_size, len(counts))
+                per_rank = (hi - lo) // self.world
+                if per_rank == 0:
+                    break
+                mine = slice(lo + self.rank * per_rank, lo + (self.rank + 1) * per_rank)
+                batches.append(ClipBatch(order[mine], views[mine], starts[mine]))
+            return batches
+        videos = np.repeat(np.arange(len(counts)), -(-counts // self.length))
+        starts = np.concatenate([np.arange(0, n, self.length) for n in counts]) if len(counts) else videos
+        videos, starts = videos[self.rank::self.world], starts[self.rank::self.world]
+        return [ClipBatch(videos[i: i + self.batch_size], np.zeros(len(videos[i: i + self.batch_size]), np.int64),
+                          starts[i: i + self.batch_size]) for i in range(0, len(videos), self.batch_size)]

@@ -4,13 +4,13 @@ The general path: works for arrays and encoded files alike (VOC JPEGs).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipelines.datasets.base import ImageSet
 from pipelines.loaders import PlanFn, to_float_images
-from pipelines.views import ViewSet, apply_view_numpy
+from pipelines.render import render_image
+from pipelines.views import ViewSet
 
 
 class _ViewedImages(Dataset):
@@ -22,7 +22,7 @@ class _ViewedImages(Dataset):
 
     def __getitem__(self, key):
         index, view = key
-        pixels = apply_view_numpy(self.images.load_image(index), view, self.view_set)
+        pixels = render_image(self.images, index, view, self.view_set)
         return {"image": torch.from_numpy(pixels).permute(2, 0, 1), "label": torch.as_tensor(self.images.labels[index]),
                 "index": torch.tensor(index), "view": torch.tensor(view)}
 

@@ -86,3 +86,65 @@ def apply_view_numpy(image_hwc: np.ndarray, view: int, view_set: ViewSet) -> np.
     padded = np.pad(image_hwc, ((p, p), (p, p), (0, 0))) if p else image_hwc
     out = padded[dy: dy + h, dx: dx + w]
     return np.ascontiguousarray(out[:, ::-1] if flip else out)
+
+
+# ---------------------------------------------------------------- clip views (video)
+
+CLIP_SCALES = (1.0, 2 ** -0.25, 2 ** -0.5, 2 ** -0.75, 0.5)  # of the frame's shorter side (3D-ResNets-PyTorch)
+CLIP_POSITIONS = ("center", "top_left", "top_right", "bottom_left", "bottom_right")
+
+
+@dataclass(frozen=True)
+class ClipViewSet:
+    """A clip's spatial view: multi-scale corner crop x flip, the same for every frame of the clip.
+
+    View id = (scale * 5 + position) * 2 + flip: view 0 is the full-scale centre crop (the
+    evaluation view, = resize the shorter side to `size` then centre-crop), view 1 its mirror;
+    K = 50 is the training augmentation of 3D-ResNets-PyTorch. The square crop is resized to
+    `size` x `size`. The temporal position of a clip is not a view: it is the batch's `start`.
+    """
+    count: int = 50
+    size: int = 112
+
+    def __post_init__(self):
+        if not 1 <= self.count <= self.max_count or (self.count > 1 and self.count % 2):
+            raise ValueError(f"clip views: count must be 1 or even in 2..{self.max_count}, got {self.count}")
+
+    @property
+    def max_count(self) -> int:
+        return 2 * len(CLIP_SCALES) * len(CLIP_POSITIONS)
+
+    @cached_property
+    def table(self) -> np.ndarray:
+        """int64 [K, 3]: (scale index, position index, flip) of each view."""
+        rows = [(s, p, f) for s in range(len(CLIP_SCALES)) for p in range(len(CLIP_POSITIONS)) for f in (0, 1)]
+        return np.asarray(rows[: self.count], dtype=np.int64)
+
+    def crop_box(self, view: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) of the view's square crop in a height x width frame."""
+        scale, position, _ = self.table[view]
+        side = int(min(height, width) * CLIP_SCALES[scale])
+        x0, y0 = {"center": ((width - side) // 2, (height - side) // 2), "top_left": (0, 0),
+                  "top_right": (width - side, 0), "bottom_left": (0, height - side),
+                  "bottom_right": (width - side, height - side)}[CLIP_POSITIONS[position]]
+        return x0, y0, x0 + side, y0 + side
+
+    def flip(self, view: int) -> bool:
+        return bool(self.table[view, 2])
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.table.tobytes() + f"clip size={self.size} scales={CLIP_SCALES}".encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        return f"{self.count} clip views ({self.size}x{self.size})"
+
+
+CLIP_EVAL_VIEWS = ClipViewSet(count=1)
+
+
+def clip_frame_indices(num_frames: int, start: int, length: int) -> np.ndarray:
+    """Frames of the clip of `length` starting at `start`; past the video's end the clip's own
+    frames repeat (3D-ResNets-PyTorch's LoopPadding), so short videos still give full clips."""
+    if not 0 <= start < num_frames:
+        raise ValueError(f"clip start {start} outside a video of {num_frames} frames")
+    return start + np.arange(length) % min(length, num_frames - start)

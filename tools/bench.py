@@ -11,6 +11,10 @@
 2. Cache build time and size for those two sources.
 3. Loader images/s: DALI vs PyTorch DataLoader (vs device-resident) for
    CIFAR-like arrays and for VOC-like JPEG files.
+4. Video (`--only video` runs just this part): preprocessing frames/s of tools/preprocess_video.py
+   vs the reference's ffmpeg command line (JPEG folders), same 320x240 MPEG-4 AVIs, same worker
+   count, and the bytes each writes; training clips/s (16x112x112) of frame store + DALI, frame
+   store + torch, JPEG folder + PIL DataLoader (the reference), and the decode limit.
 
 Weights are random (no download here): speed does not depend on their values.
 Results: a table on stdout and bench/results.json.
@@ -186,17 +190,27 @@ def main(argv=None) -> int:
     parser.add_argument("--array-samples", type=int, default=10000)
     parser.add_argument("--jpeg-samples", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--videos", type=int, default=16, help="synthetic 320x240 MPEG-4 AVIs for the video part")
+    parser.add_argument("--video-frames", type=int, default=100)
+    parser.add_argument("--only", choices=("video",), help="run one part only (default: all)")
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     args = parser.parse_args(argv)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         report = {"device": str(accelerator.device), "machine": platform.processor() or platform.machine(),
-                  "torch_threads": torch.get_num_threads(), "batch": args.batch, "steps": args.steps,
-                  "training": bench_training(args, workdir, accelerator),
-                  "loaders": bench_loaders(args, workdir, accelerator.device)}
-    print_report(report)
+                  "torch_threads": torch.get_num_threads(), "batch": args.batch, "steps": args.steps}
+        if args.only is None:
+            report["training"] = bench_training(args, workdir, accelerator)
+            report["loaders"] = bench_loaders(args, workdir, accelerator.device)
+        from tools.bench_video import bench_video, print_video_report
+        report["video"] = bench_video(args, workdir / "video", accelerator.device)
+    if args.only is None:
+        print_report(report)
+    print_video_report(report["video"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.only and args.out.exists():  # keep the other parts' figures from the last full run
+        report = {**json.loads(args.out.read_text()), "video": report["video"]}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {args.out}")
     return 0

@@ -1,0 +1,74 @@
+"""Video data sets read from their frame store (tools/preprocess_video.py): `VIDEO_READERS[name](data_cfg, split)`.
+
+The store is `<data.root>/<name>.h5`; `data.fold` (1..3, default 1) picks the official split.
+A video that failed preprocessing is in no split.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipelines.datasets import DatasetError
+from pipelines.frame_store import TEST, TRAIN, FrameStore, FrameStoreError, stored_size
+
+
+@dataclass
+class VideoSet:
+    """A labelled split of a frame store: sample i is video `rows[i]` of the store."""
+    name: str
+    split: str
+    fold: int
+    store: FrameStore
+    rows: np.ndarray  # int64 [N] store rows
+    labels: np.ndarray  # int64 [N]
+    frame_counts: np.ndarray  # int64 [N]
+    num_classes: int
+    class_names: list
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def frame_size(self, i: int) -> tuple[int, int]:
+        """(height, width) of the stored frames of sample i."""
+        t = self.store.table
+        row = self.rows[i]
+        w, h = stored_size(int(t.width[row]), int(t.height[row]), int(t.attrs["short_side"]))
+        return h, w
+
+    def clip_jpegs(self, i: int, frames: np.ndarray) -> list[np.ndarray]:
+        return self.store.clip_jpegs(int(self.rows[i]), frames)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The store's identity (a sha256 over its inputs and settings) + the split's videos."""
+        h = hashlib.sha256(f"{self.name}/{self.split}/{self.fold}/{self.store.table.attrs['identity']}".encode())
+        h.update(np.ascontiguousarray(self.rows).data)
+        return h.hexdigest()[:16]
+
+
+def read_video_split(name: str, data_cfg, split: str) -> VideoSet:
+    fold = getattr(data_cfg, "fold", 1)
+    if fold not in (1, 2, 3):
+        raise DatasetError(f"data.fold: {name} has official splits 1, 2 and 3, got {fold!r}")
+    path = Path(data_cfg.root) / f"{name}.h5"
+    try:
+        store = FrameStore(path)
+    except FrameStoreError as e:
+        raise DatasetError(str(e)) from None
+    t = store.table
+    if t.attrs.get("dataset") != name:
+        raise DatasetError(f"{path}: a frame store of {t.attrs.get('dataset')!r}, not {name}")
+    rows = np.flatnonzero(t.splits[:, fold - 1] == (TRAIN if split == "train" else TEST))
+    return VideoSet(name, split, fold, store, rows, t.labels[rows].astype(np.int64),
+                    t.frame_count[rows].astype(np.int64), len(t.classes), list(t.classes))
+
+
+VIDEO_READERS: dict[str, Callable[..., VideoSet]] = {
+    "ucf101": lambda data_cfg, split: read_video_split("ucf101", data_cfg, split),
+    "hmdb51": lambda data_cfg, split: read_video_split("hmdb51", data_cfg, split),
+}

@@ -1,0 +1,48 @@
+"""Pixels of a sample in a view: one function per modality, used by every per-sample loader and the cache.
+
+    render_image(images, index, view, view_set)          -> uint8 [H, W, 3]
+    render_images(images, indices, views, view_set)      -> uint8 [N, 3, H, W]  (the same, batched)
+    render_clip(videos, index, view, start, length, clip_views) -> uint8 [T, S, S, 3]
+
+A clip is `length` frames from `start` (loop-padded past the video's end), each cropped by the
+view's square box and resized to S x S (PIL bilinear, antialiased when shrinking), mirrored when
+the view flips: one crop and flip for every frame. The DALI loaders compute the same pixels in
+their graph (tests compare them).
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipelines.datasets.base import ImageSet
+from pipelines.views import ClipViewSet, ViewSet, apply_view_numpy, apply_views, clip_frame_indices
+
+
+def render_image(images: ImageSet, index: int, view: int, view_set: ViewSet) -> np.ndarray:
+    return apply_view_numpy(images.load_image(index), view, view_set)
+
+
+def render_images(images: ImageSet, indices: np.ndarray, views: np.ndarray, view_set: ViewSet) -> torch.Tensor:
+    """Many (index, view) pairs at once, each base image loaded once (the source cache renders K views
+    of every sample)."""
+    unique, inverse = np.unique(np.asarray(indices), return_inverse=True)
+    base = torch.from_numpy(np.stack([images.load_image(int(i)) for i in unique])).permute(0, 3, 1, 2)
+    return apply_views(base[torch.from_numpy(inverse.reshape(-1))], torch.as_tensor(np.asarray(views)), view_set)
+
+
+def render_clip(videos, index: int, view: int, start: int, length: int, clip_views: ClipViewSet) -> np.ndarray:
+    frames = clip_frame_indices(int(videos.frame_counts[index]), start, length)
+    unique, inverse = np.unique(frames, return_inverse=True)  # loop-padded frames decode once
+    h, w = videos.frame_size(index)
+    box = clip_views.crop_box(view, h, w)
+    size = (clip_views.size, clip_views.size)
+    out = np.empty((len(unique), *size, 3), np.uint8)
+    for j, jpeg in enumerate(videos.clip_jpegs(index, unique)):
+        with Image.open(io.BytesIO(jpeg.tobytes())) as img:
+            out[j] = np.asarray(img.convert("RGB").resize(size, Image.BILINEAR, box=box))
+    if clip_views.flip(view):
+        out = out[:, :, ::-1]
+    return np.ascontiguousarray(out[inverse.reshape(-1)])

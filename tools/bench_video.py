@@ -1,0 +1,174 @@
+"""The video part of `make bench` (tools/bench.py): preprocessing and clip-loading throughput.
+
+Preprocessing: tools/preprocess_video.py (PyAV -> HDF5 frame store) against the reference's
+JPEG-folder extraction (`ffmpeg -i video -vf scale=-1:128 image_%05d.jpg`, the ffmpeg binary of
+the imageio-ffmpeg wheel), the same synthetic 320x240 MPEG-4 AVIs, the same worker count.
+Loading: training clips/s (T=16, 112x112, batch 8) of frame store + DALI, frame store + torch,
+JPEG folder + PIL DataLoader (3D-ResNets-PyTorch's loader), and the decode limit (the same clips'
+JPEG bytes, already in memory, decoded by DALI in a tight loop).
+"""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import time
+import types
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from pipelines.datasets.video import VIDEO_READERS
+from pipelines.loaders import build_clip_loader
+from pipelines.plan import ClipPlan
+from pipelines.views import ClipViewSet, clip_frame_indices
+from tools import preprocess_video
+from tools.synthetic_videos import write_ucf101
+
+T, BATCH, EPOCHS, CLIPS = 16, 8, 2, 96
+
+
+def bench_video(args, workdir: Path, device) -> dict:
+    root = workdir / "UCF-101"
+    videos = write_ucf101(root, ["Alpha", "Beta"], per_class=args.videos // 2, frames=args.video_frames,
+                          size=(320, 240))
+    frames = args.videos // 2 * 2 * args.video_frames
+    store = workdir / "ucf101.h5"
+    started = time.perf_counter()
+    status = preprocess_video.main(["--dataset", "ucf101", "--root", str(root), "--out", str(store),
+                                    "--workers", str(args.workers), "--no-progress"])
+    store_s = time.perf_counter() - started
+    assert status == 0, "preprocessing the benchmark videos failed"
+    folders = workdir / "jpg"
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.workers) as pool:  # one ffmpeg process per video, `workers` at a time
+        list(pool.map(lambda item: _ffmpeg_extract(item[1], folders / Path(item[0]).with_suffix("")), videos.items()))
+    ffmpeg_s = time.perf_counter() - started
+    jpgs = sorted(folders.rglob("*.jpg"))
+    assert len(jpgs) == frames, f"ffmpeg wrote {len(jpgs)} frames, expected {frames}"
+    import h5py
+    with h5py.File(store, "r") as f:
+        jpeg_bytes = int(f["frames"].shape[0])
+    result = {
+        "videos": args.videos, "frames": frames, "size": "320x240 MPEG-4 AVI -> shorter side 128", "workers": args.workers,
+        "preprocess_frames_per_s": {"frame_store": frames / store_s, "ffmpeg_jpeg_folders": frames / ffmpeg_s},
+        "bytes": {"frame_store_file": store.stat().st_size, "frame_store_jpeg_per_frame": jpeg_bytes / frames,
+                  "jpeg_folders_files": sum(p.stat().st_size for p in jpgs),
+                  "jpeg_folders_allocated": sum(p.stat().st_blocks * 512 for p in jpgs),
+                  "jpeg_folders_per_frame": sum(p.stat().st_size for p in jpgs) / frames},
+    }
+    videos_set = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=workdir, fold=1), "train")
+    # The videos repeated to CLIPS samples: an epoch of many batches, as in real training (UCF-101: 9.5k)
+    repeat = -(-CLIPS // len(videos_set))
+    videos_set = dataclasses.replace(videos_set, rows=np.tile(videos_set.rows, repeat),
+                                     labels=np.tile(videos_set.labels, repeat),
+                                     frame_counts=np.tile(videos_set.frame_counts, repeat))
+    views = ClipViewSet()
+    plan = ClipPlan(tuple(videos_set.frame_counts.tolist()), T, BATCH, True, views.count)
+    clips = {}
+    for kind in ("dali", "torch"):
+        loader = build_clip_loader(kind, videos_set, views, plan, device, args.workers)
+        clips[f"frame_store_{kind}"] = _time_epochs(loader)
+        if hasattr(loader, "close"):
+            loader.close()
+    clips["jpeg_folder_pil"] = _time_epochs(_FolderLoader(videos_set, folders, views, plan, args.workers))
+    clips["decode_limit_dali"] = _decode_limit(videos_set, plan, device, args.workers)
+    result["train_clips_per_s"] = clips
+    result["dali_over_jpeg_folder"] = clips["frame_store_dali"] / clips["jpeg_folder_pil"]
+    result["dali_over_decode_limit"] = clips["frame_store_dali"] / clips["decode_limit_dali"]
+    result["store_over_ffmpeg_frames_per_s"] = (result["preprocess_frames_per_s"]["frame_store"]
+                                                / result["preprocess_frames_per_s"]["ffmpeg_jpeg_folders"])
+    return result
+
+
+def _ffmpeg_extract(video: Path, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(video), "-vf", "scale=-1:128",
+                    str(folder / "image_%05d.jpg")], check=True)
+
+
+def _time_epochs(loader) -> float:
+    for _ in loader.epoch(0):  # warm-up: workers start, first decode
+        pass
+    started, seen = time.perf_counter(), 0
+    for epoch in range(1, EPOCHS + 1):
+        for batch in loader.epoch(epoch):
+            seen += batch["image"].shape[0]
+    return seen / (time.perf_counter() - started)
+
+
+class _FolderClips(Dataset):
+    """3D-ResNets-PyTorch's loader: one PIL open per frame file, same crop, resize and flip."""
+
+    def __init__(self, videos, folders: Path, views: ClipViewSet):
+        self.videos, self.folders, self.views = videos, folders, views
+
+    def __len__(self):
+        return len(self.videos)
+
+    def __getitem__(self, key):
+        index, view, start = key
+        folder = self.folders / self.videos.store.table.names[self.videos.rows[index]]
+        box, size = None, (self.views.size, self.views.size)
+        out = []
+        for f in clip_frame_indices(int(self.videos.frame_counts[index]), start, T):
+            with Image.open(folder / f"image_{f + 1:05d}.jpg") as img:
+                img = img.convert("RGB")
+                box = box or self.views.crop_box(view, img.height, img.width)
+                frame = np.asarray(img.resize(size, Image.BILINEAR, box=box))
+            out.append(frame[:, ::-1] if self.views.flip(view) else frame)
+        return torch.from_numpy(np.ascontiguousarray(np.stack(out))).permute(3, 0, 1, 2)
+
+
+class _FolderLoader:
+    def __init__(self, videos, folders, views, plan, workers):
+        self.plan = plan
+        self.dataset = _FolderClips(videos, folders, views)
+        self.workers = workers
+
+    def epoch(self, epoch):
+        keys = [list(zip(b.indices.tolist(), b.views.tolist(), b.starts.tolist())) for b in self.plan(epoch)]
+        for batch in DataLoader(self.dataset, batch_sampler=keys, num_workers=self.workers):
+            yield {"image": batch.float().div_(255)}
+
+
+def _decode_limit(videos, plan, device, workers: int) -> float:
+    """Clips/s of DALI decoding the same clips' JPEGs from memory: no reading, no crop, no resize."""
+    from nvidia.dali import Pipeline, fn, types as dali_types
+    batches = [[jpeg for i, s in zip(b.indices.tolist(), b.starts.tolist())
+                for jpeg in videos.clip_jpegs(i, clip_frame_indices(int(videos.frame_counts[i]), s, T))]
+               for epoch in range(EPOCHS) for b in plan(epoch)]
+    gpu = torch.device(device).type == "cuda"
+    pipe = Pipeline(batch_size=max(len(b) for b in batches), num_threads=workers,
+                    device_id=torch.cuda.current_device() if gpu else None, prefetch_queue_depth=2)
+    with pipe:
+        data = fn.external_source(source=lambda i: batches[i % len(batches)], batch=True, dtype=dali_types.UINT8,
+                                  ndim=1)
+        pipe.set_outputs(fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=dali_types.RGB))
+    pipe.build()
+    pipe.run()  # warm-up
+    started = time.perf_counter()
+    for _ in range(len(batches)):
+        (out,) = pipe.run()
+    return sum(len(b) for b in batches) / T / (time.perf_counter() - started)
+
+
+def print_video_report(v: dict) -> None:
+    p, b, c = v["preprocess_frames_per_s"], v["bytes"], v["train_clips_per_s"]
+    print(f"\nVideo preprocessing, {v['videos']} videos x {v['frames'] // v['videos']} frames ({v['size']}), "
+          f"{v['workers']} workers:")
+    print("| | frames/s | bytes/frame |\n|---|---|---|")
+    print(f"| PyAV -> HDF5 frame store | {p['frame_store']:.0f} | {b['frame_store_jpeg_per_frame']:.0f} |")
+    print(f"| ffmpeg CLI -> JPEG folders | {p['ffmpeg_jpeg_folders']:.0f} | {b['jpeg_folders_per_frame']:.0f} |")
+    print(f"frame store / ffmpeg = {v['store_over_ffmpeg_frames_per_s']:.2f}x (target >= 1); files: store "
+          f"{b['frame_store_file'] / 2**20:.2f} MiB, JPEG folders {b['jpeg_folders_files'] / 2**20:.2f} MiB "
+          f"({b['jpeg_folders_allocated'] / 2**20:.2f} MiB allocated)")
+    print("\n| training clips/s (16x112x112) | |\n|---|---|")
+    for name, rate in c.items():
+        print(f"| {name} | {rate:.1f} |")
+    print(f"DALI / JPEG folder = {v['dali_over_jpeg_folder']:.2f}x (target >= 3), "
+          f"DALI / decode limit = {v['dali_over_decode_limit']:.2f} (target >= 0.5)")

@@ -1,0 +1,385 @@
+"""Decode every video of a data set once into an HDF5 frame store (pipelines/frame_store.py).
+
+    python -m tools.preprocess_video --dataset ucf101 --root data/UCF-101 --out data/ucf101.h5
+    make preprocess-video DATASET=hmdb51 ROOT=data/hmdb51 OUT=data/hmdb51.h5
+
+Inputs, in the data sets' own layouts:
+  ucf101   <root>/<Class>/v_<Class>_gXX_cYY.avi and ucfTrainTestlist/ (classInd.txt, trainlist0{1,2,3}.txt,
+           testlist0{1,2,3}.txt), looked for in <root>, next to it, or at --splits
+  hmdb51   <root>/<class>/<video>.avi and testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt
+           (1 train, 2 test, 0 unused), same places
+Instead of a video file, a folder <root>/<class>/<video>/image_00001.jpg ... (3D-ResNets-PyTorch's
+extracted frames) is read as is: frames already at the target size keep their JPEG bytes.
+Any container and codec PyAV reads works (AVI/MPEG-4, MP4/H.264, MKV/VP9, MJPEG).
+
+Every frame is resized (shorter side --short-side, aspect kept) and JPEG-encoded by PyAV's mjpeg
+encoder at --qscale (ffmpeg's -q:v: 2 best .. 31). Videos decode sequentially, whole, in --workers
+processes, each with cores // workers codec threads; every container is closed after use.
+Frame counts are the frames PyAV decodes, not the header's estimate.
+
+The job is resumable (a rerun continues after the last stored video and ends with the same content)
+and atomic (the store gets its name only when complete and verified). A video that cannot be decoded
+is reported (file, error) and left out; one shorter than --clip-length is kept (loop padding) and
+flagged. Exit status: 0 all videos stored, 3 finished with failures, 2 bad input (no split files ...).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import h5py
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from pipelines import frame_store
+from pipelines.frame_store import FAILED, OK, SHORT, TEST, TRAIN, UNUSED, FrameStoreError
+from pipelines.h5blocks import BlockFile
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILURES = 0, 2, 3
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v")
+LOG_EVERY_S = 30  # plain progress lines when stderr is not a terminal
+
+
+class InputError(Exception):
+    """Bad input that stops the job: one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # "<class>/<video stem>"
+    label: int
+    splits: tuple[int, int, int]  # UNUSED / TRAIN / TEST per official split
+    source: str | None  # video file or JPEG folder; None when absent on disk
+
+
+# ---------------------------------------------------------------- data set layouts
+
+def find_splits(root: Path, folder: str, given: Path | None) -> Path:
+    candidates = [given] if given else [root / folder, root.parent / folder]
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise InputError(f"split files not found: {candidates[0]} (give --splits DIR holding {folder}/'s files)")
+
+
+def ucf101_entries(root: Path, splits: Path | None) -> tuple[list[Entry], list[str]]:
+    folder = find_splits(root, "ucfTrainTestlist", splits)
+    class_file = folder / "classInd.txt"
+    classes = [line.split()[1] for line in _lines(class_file)]
+    index = {name: i for i, name in enumerate(classes)}
+    memberships: dict[str, list[int]] = {}
+    for k in range(3):
+        for kind, flag in (("train", TRAIN), ("test", TEST)):
+            path = folder / f"{kind}list0{k + 1}.txt"
+            for line in _lines(path):
+                name = Path(line.split()[0]).with_suffix("").as_posix()
+                if name.split("/")[0] not in index:
+                    raise InputError(f"{path}: class of {name!r} is not in {class_file}")
+                memberships.setdefault(name, [UNUSED] * 3)[k] = flag
+    entries = [Entry(n, index[n.split("/")[0]], tuple(s), find_source(root, n)) for n, s in sorted(memberships.items())]
+    return entries, classes
+
+
+def hmdb51_entries(root: Path, splits: Path | None) -> tuple[list[Entry], list[str]]:
+    folder = find_splits(root, "testTrainMulti_7030_splits", splits)
+    pattern = re.compile(r"(.+)_test_split([123])\.txt$")
+    files = {}
+    for path in folder.iterdir():
+        match = pattern.match(path.name)
+        if match:
+            files[(match[1], int(match[2]))] = path
+    classes = sorted({c for c, _ in files})
+    if not classes:
+        raise InputError(f"{folder}: no <class>_test_split<k>.txt files")
+    memberships: dict[str, list[int]] = {}
+    for label, name in enumerate(classes):
+        for k in (1, 2, 3):
+            path = files.get((name, k))
+            if path is None:
+                raise InputError(f"{folder / f'{name}_test_split{k}.txt'} not found")
+            for line in _lines(path):
+                video, flag = line.split()
+                memberships.setdefault(f"{name}/{Path(video).stem}", [UNUSED] * 3)[k - 1] = int(flag)
+    entries = [Entry(n, classes.index(n.split("/")[0]), tuple(s), find_source(root, n))
+               for n, s in sorted(memberships.items())]
+    return entries, classes
+
+
+LAYOUTS = {"ucf101": ucf101_entries, "hmdb51": hmdb51_entries}
+
+
+def find_source(root: Path, name: str) -> str | None:
+    folder = root / name
+    if folder.is_dir():
+        return str(folder)
+    for suffix in VIDEO_SUFFIXES:
+        if (path := folder.with_suffix(suffix)).is_file():
+            return str(path)
+    return None
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise InputError(f"split file {path} not found")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- one video (in a worker process)
+
+@dataclass
+class Converted:
+    sizes: np.ndarray  # int64 bytes of each frame's JPEG
+    blob: bytes  # the JPEGs, concatenated
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    error: str = ""
+
+
+class JpegEncoder:
+    """PyAV's mjpeg encoder at a fixed qscale: one JPEG per frame, no Python per-pixel work."""
+
+    def __init__(self, qscale: int):
+        self.qscale, self.context, self.size = qscale, None, None
+
+    def encode(self, frame: av.VideoFrame) -> bytes:
+        if self.size != (frame.width, frame.height):
+            self.context = av.CodecContext.create("mjpeg", "w")
+            self.context.width, self.context.height = frame.width, frame.height
+            self.context.pix_fmt, self.context.time_base = "yuvj420p", Fraction(1, 25)
+            self.context.qmin = self.context.qmax = self.qscale
+            self.size = (frame.width, frame.height)
+        packets = self.context.encode(frame.reformat(format="yuvj420p"))
+        if len(packets) != 1:
+            raise RuntimeError(f"mjpeg encoder returned {len(packets)} packets for one frame")
+        return bytes(packets[0])
+
+
+def convert(task: tuple) -> Converted:
+    """Decode one video (or read one JPEG folder) into resized JPEG frames; errors are returned."""
+    source, short_side, qscale, threads = task
+    try:
+        if source is None:
+            raise FileNotFoundError("not found on disk")
+        if os.path.isdir(source):
+            return _convert_folder(Path(source), short_side, qscale)
+        return _convert_video(source, short_side, qscale, threads)
+    except Exception as e:  # any decoder or file error: the video is reported and left out
+        return Converted(np.zeros(0, np.int64), b"", error=f"{type(e).__name__}: {_first_line(e)}")
+
+
+def _convert_video(path: str, short_side: int, qscale: int, threads: int) -> Converted:
+    encoder, sizes, chunks = JpegEncoder(qscale), [], []
+    with av.open(path) as container:  # closing the container frees the decoder (PyAV leaks otherwise)
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO" if threads > 1 else "SLICE"
+        stream.codec_context.thread_count = threads
+        width, height = stream.codec_context.width, stream.codec_context.height
+        w, h = frame_store.stored_size(width, height, short_side)
+        for frame in container.decode(stream):
+            if (frame.width, frame.height) != (w, h):
+                frame = frame.reformat(width=w, height=h, format="yuvj420p", interpolation="BILINEAR")
+            jpeg = encoder.encode(frame)
+            sizes.append(len(jpeg))
+            chunks.append(jpeg)
+        rate = stream.average_rate or stream.guessed_rate
+        expected = stream.frames
+    if not sizes:
+        raise ValueError("no frame decoded")
+    if expected and len(sizes) < expected:  # the container promised more: a truncated or damaged file
+        raise ValueError(f"decoded {len(sizes)} of the {expected} frames the container lists (truncated?)")
+    return Converted(np.asarray(sizes, np.int64), b"".join(chunks), float(rate or 0), width, height)
+
+
+def _convert_folder(folder: Path, short_side: int, qscale: int) -> Converted:
+    files = sorted(folder.glob("image_*.jpg"))
+    if not files:
+        raise ValueError("no image_XXXXX.jpg frames in the folder")
+    numbers = [int(f.stem.split("_")[1]) for f in files]
+    if numbers != list(range(1, len(files) + 1)):
+        raise ValueError(f"frame files are not numbered 1..{len(files)}")
+    encoder, sizes, chunks, original = JpegEncoder(qscale), [], [], None
+    for path in files:
+        data = path.read_bytes()
+        with Image.open(path) as img:
+            original = original or img.size
+            size = frame_store.stored_size(*img.size, short_side)
+            if img.size != size or img.format != "JPEG":  # else: already what we store, keep the bytes
+                frame = av.VideoFrame.from_image(img.convert("RGB"))
+                data = encoder.encode(frame.reformat(width=size[0], height=size[1], format="yuvj420p",
+                                                     interpolation="BILINEAR"))
+        sizes.append(len(data))
+        chunks.append(data)
+    return Converted(np.asarray(sizes, np.int64), b"".join(chunks), 0.0, *original)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [s.strip() for s in str(e).splitlines() if s.strip()]
+    return lines[0][:200] if lines else type(e).__name__
+
+
+# ---------------------------------------------------------------- the job
+
+def store_identity(dataset: str, entries: list[Entry], classes: list[str], args) -> tuple[str, dict]:
+    """Everything the store's content depends on; a different identity means a new store."""
+    files = [(e.name, e.label, e.splits, e.source and _source_signature(e.source)) for e in entries]
+    key = {"format": frame_store.FORMAT_VERSION, "dataset": dataset, "classes": classes,
+           "short_side": args.short_side, "qscale": args.qscale, "clip_length": args.clip_length, "videos": files}
+    identity = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    attrs = {"format": frame_store.FORMAT_VERSION, "dataset": dataset, "classes": json.dumps(classes),
+             "short_side": args.short_side, "qscale": args.qscale, "clip_length": args.clip_length}
+    return identity, attrs
+
+
+def _source_signature(source: str) -> list:
+    path = Path(source)
+    if path.is_dir():
+        frames = list(path.glob("image_*.jpg"))
+        return [path.name, len(frames), sum(f.stat().st_size for f in frames)]
+    return [path.name, path.stat().st_size]
+
+
+def preprocess(args) -> int:
+    root = Path(args.root)
+    if not root.is_dir():
+        raise InputError(f"video root {root} not found")
+    entries, classes = LAYOUTS[args.dataset](root, args.splits)
+    if not entries:
+        raise InputError(f"{args.dataset}: the split files list no videos")
+    identity, attrs = store_identity(args.dataset, entries, classes, args)
+    out = Path(args.out)
+    if _complete_with(out, identity):
+        print(f"frame store {out}: already complete for these videos and settings")
+        return _report(out)
+    workers = max(1, args.workers)
+    threads = max(1, (os.cpu_count() or 1) // workers)  # workers x threads never oversubscribes the cores
+    # Worker processes are forked before the HDF5 file is opened: no HDF5 handle crosses the fork.
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    writer = BlockFile(out, identity, attrs, len(entries), error=FrameStoreError, label="frame store",
+                       create=lambda f: frame_store.create_datasets(f, len(entries)))
+    try:
+        file = writer.open()
+        pending = writer.pending()
+        if pending and pending != list(range(pending[0], len(entries))):
+            raise FrameStoreError(f"frame store {writer.partial_path}: videos stored out of order; delete it")
+        first_frame = frame_store.frames_written(file, file["done"][...])
+        print(f"frame store {out}: {args.dataset}, {len(entries)} videos, {len(classes)} classes, "
+              f"{len(entries) - len(pending)} already stored; {workers} workers x {threads} decoder threads")
+        tasks = [(entries[i].source, args.short_side, args.qscale, threads) for i in pending]
+        results = pool.imap(convert, tasks) if pool else map(convert, tasks)
+        progress = Progress(len(entries), len(entries) - len(pending), args.progress)
+        for row, result in zip(pending, results):
+            entry = entries[row]
+            status = FAILED if result.error else SHORT if len(result.sizes) < args.clip_length else OK
+            meta = {"name": entry.name, "label": entry.label, "fps": result.fps, "width": result.width,
+                    "height": result.height, "status": status, "error": result.error,
+                    "splits": entry.splits if status != FAILED else (UNUSED,) * 3}
+            first_frame = frame_store.append_video(file, row, first_frame, meta, result.sizes, result.blob)
+            writer.mark_done(row)
+            progress.update(len(result.sizes))
+            if result.error:
+                progress.write(f"failed: {entry.source or root / entry.name}: {result.error}")
+        progress.close()
+        writer.finish(frame_store.verify)
+    finally:
+        writer.close()
+        if pool is not None:
+            pool.terminate()
+    return _report(out)
+
+
+def _complete_with(out: Path, identity: str) -> bool:
+    try:
+        table = frame_store.read_table(out)
+    except FrameStoreError:
+        return False
+    if table.attrs.get("identity") == identity:
+        return True
+    print(f"frame store {out}: made from other videos or settings; rebuilding it")
+    return False
+
+
+def _report(out: Path) -> int:
+    table = frame_store.read_table(out)
+    failed = np.flatnonzero(table.status == FAILED)
+    short = np.flatnonzero(table.status == SHORT)
+    for i in failed:
+        print(f"failed video: {table.names[i]}: {table.errors[i]}")
+    for i in short:
+        print(f"short video (kept, loop-padded): {table.names[i]}: {table.frame_count[i]} frames "
+              f"< clip length {table.attrs['clip_length']}")
+    frames = int(table.frame_count.sum())
+    size = out.stat().st_size
+    with h5py.File(out, "r") as f:
+        jpeg_bytes = f["frames"].shape[0]
+    print(f"frame store {out}: {len(table.names) - len(failed)} videos stored, {len(failed)} failed, "
+          f"{len(short)} short; {frames} frames, {size / 2**20:.1f} MiB on disk "
+          f"({jpeg_bytes / max(frames, 1) / 1024:.2f} KiB of JPEG per frame)")
+    return EXIT_FAILURES if len(failed) else EXIT_OK
+
+
+class Progress:
+    """A tqdm bar (videos/s, frames/s, ETA) on a terminal; plain periodic lines in a log."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.tty = enabled and sys.stderr.isatty()
+        self.enabled, self.total, self.done, self.frames = enabled, total, done, 0
+        self.started = self.last_line = time.monotonic()
+        self.bar = tqdm(total=total, initial=done, unit="video", dynamic_ncols=True, disable=not self.tty)
+
+    def update(self, frames: int) -> None:
+        self.done, self.frames = self.done + 1, self.frames + frames
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        self.bar.set_postfix_str(f"{self.frames / elapsed:.0f} frames/s", refresh=False)
+        self.bar.update(1)
+        now = time.monotonic()
+        if self.enabled and not self.tty and now - self.last_line >= LOG_EVERY_S:
+            rate = (self.done - self.bar.initial) / elapsed
+            eta = (self.total - self.done) / rate if rate else float("inf")
+            print(f"preprocess: {self.done}/{self.total} videos, {rate:.1f} videos/s, "
+                  f"{self.frames / elapsed:.0f} frames/s, ETA {eta:.0f} s", flush=True)
+            self.last_line = now
+
+    def write(self, line: str) -> None:
+        (self.bar.write if self.tty else print)(line)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, choices=sorted(LAYOUTS))
+    parser.add_argument("--root", required=True, type=Path, help="folder of <class>/<video> files or JPEG folders")
+    parser.add_argument("--out", required=True, type=Path, help="the frame store to write (.h5)")
+    parser.add_argument("--splits", type=Path, help="folder of the split files (default: found next to ROOT)")
+    parser.add_argument("--short-side", type=int, default=128, help="stored frames' shorter side (pixels)")
+    parser.add_argument("--qscale", type=int, default=3, help="JPEG quantiser scale, 2 (best) .. 31")
+    parser.add_argument("--clip-length", type=int, default=16, help="videos with fewer frames are flagged")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args(argv)
+    if not 2 <= args.qscale <= 31 or args.short_side < 1 or args.clip_length < 1:
+        parser.error("--qscale must be in 2..31, --short-side and --clip-length >= 1")
+    try:
+        return preprocess(args)
+    except (InputError, FrameStoreError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
