@@ -43,6 +43,8 @@ def clip_view_sets(cfg) -> tuple[ClipViewSet, ClipViewSet]:
 def build_video_data(cfg, train_set, test_set, sources, accelerator) -> Data:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     data = cfg.data
+    if data.loader not in ("auto", "dali", "torch"):
+        raise ConfigError(f"data.loader: clips load with auto, dali or torch, got {data.loader!r}")
     train_views, eval_views = clip_view_sets(cfg)
     cached = [s.cache != "off" for s in cfg.sources]
     stride = cfg.source_cache.frame_stride if any(cached) else 1

@@ -75,6 +75,8 @@ def config(tmp_path, store, source_checkpoint):
 
 def test_per_frame_cache_returns_the_clips_cached_middle_frame(store, source_checkpoint, tmp_path):
     videos = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=store, split=1), "train")
+    any_store = VIDEO_READERS["frames"](types.SimpleNamespace(root=store / "ucf101.h5", split=1), "train")
+    assert any_store.fingerprint == videos.fingerprint and list(any_store.rows) == list(videos.rows)
     views = ClipViewSet(count=6, size=SIZE)
     source = load_source(types.SimpleNamespace(name="object", format="checkpoint", arch="resnet8",
                                                weights=str(source_checkpoint), num_classes=None,

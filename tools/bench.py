@@ -15,6 +15,8 @@
    vs the reference's ffmpeg command line (JPEG folders), same 320x240 MPEG-4 AVIs, same worker
    count, and the bytes each writes; training clips/s (16x112x112) of frame store + DALI, frame
    store + torch, JPEG folder + PIL DataLoader (the reference), and the decode limit.
+5. 3D SSKT (`--only video3d`): training clips/s of 3D ResNet-18 + 3D transfer modules with the
+   sources live vs per-frame cache vs cache in memory (tools/bench_video3d.py).
 
 Weights are random (no download here): speed does not depend on their values.
 Results: a table on stdout and bench/results.json.
@@ -36,13 +38,11 @@ from PIL import Image
 from torchvision.models import resnet50
 
 from engine.checkpoint import save_deployed
-from engine.config import DataConfig, MethodConfig, SourceCacheConfig, SourceConfig
+from engine.config import Config, DataConfig, SourceCacheConfig, SourceConfig
 from engine.loop import train_one_epoch
-from engine.methods import build_method
+from engine.methods import Context, build_method
 from engine.source_cache import open_cached_source
 from engine.source_outputs import LiveSource, SourceOutputs
-from models.network import TargetWithHeads
-from models.registry import build_head, build_target
 from models.sources import load_source
 from pipelines.datasets import build_split
 from pipelines.datasets.base import ImageSet
@@ -65,14 +65,16 @@ def make_sources(folder: Path) -> list:
 
 
 def time_training(accelerator, images: ImageSet, view_set, sources, providers, steps: int, batch: int) -> float:
-    """Images/s of the real training loop over `steps` batches, after one warm-up batch."""
+    """Images/s of the real training loop (sskt method, or scratch) over `steps` batches, after one warm-up batch."""
     torch.manual_seed(0)
-    target = build_target("resnet20", images.num_classes)
-    heads = {s.name: build_head("transfer_module", target, s.num_classes) for s in sources}
-    model = TargetWithHeads(target, heads, (0.5,) * 3, (0.25,) * 3)
-    method = build_method(MethodConfig(name="sskt" if sources else "scratch"))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    cfg = Config.model_validate({
+        "data": {"dataset": "procedural", "mean": [0.5] * 3, "std": [0.25] * 3},
+        "model": {"target": "resnet20", "head": "transfer_module"},
+        "sources": [{"name": s.name, "format": "checkpoint", "weights": str(s.weights_path)} for s in sources],
+        "method": {"name": "sskt" if sources else "scratch"}, "optim": {"lr": 0.05}})
+    method = build_method(cfg.method)
+    method.build(Context(cfg, images.num_classes, False, sources))
+    method.setup(accelerator, 2)
 
     def plan(epoch):
         batches = train_plan(len(images), view_set, batch, seed=0, epoch=epoch)
@@ -80,7 +82,7 @@ def time_training(accelerator, images: ImageSet, view_set, sources, providers, s
     loader = build_loader("resident", images, view_set, plan, accelerator.device)
     outputs = SourceOutputs(providers)
     for epoch in (0, 1):  # epoch 0 warms up (first-touch allocations, cache load)
-        record = train_one_epoch(accelerator, model, method, outputs, loader, optimizer, epoch, 2, False)
+        record = train_one_epoch(accelerator, method, outputs, loader, epoch, 2, False)
     return record["train/images_per_s"]
 
 
@@ -192,7 +194,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--videos", type=int, default=16, help="synthetic 320x240 MPEG-4 AVIs for the video part")
     parser.add_argument("--video-frames", type=int, default=100)
-    parser.add_argument("--only", choices=("video",), help="run one part only (default: all)")
+    parser.add_argument("--clip-batch", type=int, default=2, help="3D SSKT part: clips per step (CPU: keep it small)")
+    parser.add_argument("--clip-steps", type=int, default=2, help="3D SSKT part: timed steps per setting")
+    parser.add_argument("--only", choices=("video", "video3d"), help="run one part only (default: all)")
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     args = parser.parse_args(argv)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -204,13 +208,20 @@ def main(argv=None) -> int:
             report["training"] = bench_training(args, workdir, accelerator)
             report["loaders"] = bench_loaders(args, workdir, accelerator.device)
         from tools.bench_video import bench_video, print_video_report
-        report["video"] = bench_video(args, workdir / "video", accelerator.device)
+        from tools.bench_video3d import bench_video3d, print_video3d_report
+        if args.only in (None, "video"):
+            report["video"] = bench_video(args, workdir / "video", accelerator.device)
+        if args.only in (None, "video3d"):
+            report["video3d"] = bench_video3d(args, workdir / "video3d", accelerator)
     if args.only is None:
         print_report(report)
-    print_video_report(report["video"])
+    if "video" in report:
+        print_video_report(report["video"])
+    if "video3d" in report:
+        print_video3d_report(report["video3d"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.only and args.out.exists():  # keep the other parts' figures from the last full run
-        report = {**json.loads(args.out.read_text()), "video": report["video"]}
+        report = {**json.loads(args.out.read_text()), args.only: report[args.only]}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {args.out}")
     return 0
