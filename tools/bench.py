@@ -15,6 +15,8 @@
    vs the reference's ffmpeg command line (JPEG folders), same 320x240 MPEG-4 AVIs, same worker
    count, and the bytes each writes; training clips/s (16x112x112) of frame store + DALI, frame
    store + torch, JPEG folder + PIL DataLoader (the reference), and the decode limit.
+5. 3D SSKT (`--only video3d`): training clips/s of 3D ResNet-18 + 3D transfer modules with the
+   sources live vs per-frame cache vs cache in memory (tools/bench_video3d.py).
 
 Weights are random (no download here): speed does not depend on their values.
 Results: a table on stdout and bench/results.json.
@@ -63,17 +65,17 @@ def make_sources(folder: Path) -> list:
     return sources
 
 
-def time_training(accelerator, images: ImageSet, view_set, sources, providers, steps: int, batch: int,
-                  data_cfg: DataConfig) -> float:
-    """Images/s of the real training loop (the sskt or scratch method) over `steps` batches, after one warm-up batch."""
+def time_training(accelerator, images: ImageSet, view_set, sources, providers, steps: int, batch: int) -> float:
+    """Images/s of the real training loop (sskt method, or scratch) over `steps` batches, after one warm-up batch."""
     torch.manual_seed(0)
     cfg = Config.model_validate({
-        "data": data_cfg.model_dump(), "model": {"target": "resnet20", "head": "transfer_module"},
+        "data": {"dataset": "procedural", "mean": [0.5] * 3, "std": [0.25] * 3},
+        "model": {"target": "resnet20", "head": "transfer_module"},
         "sources": [{"name": s.name, "format": "checkpoint", "weights": str(s.weights_path)} for s in sources],
-        "method": {"name": "sskt" if sources else "scratch"}, "optim": {"lr": 0.05, "weight_decay": 0.0}})
+        "method": {"name": "sskt" if sources else "scratch"}, "optim": {"lr": 0.05}})
     method = build_method(cfg.method)
     method.build(Context(cfg, images.num_classes, False, sources))
-    method.setup(accelerator, epochs=2)
+    method.setup(accelerator, 2)
 
     def plan(epoch):
         batches = train_plan(len(images), view_set, batch, seed=0, epoch=epoch)
@@ -102,10 +104,10 @@ def bench_training(args, workdir: Path, accelerator) -> dict:
 
     live = {s.name: LiveSource(s.to(accelerator.device), accelerator.autocast) for s in sources}
     results = {
-        "live": time_training(accelerator, images, view_set, sources, live, args.steps, args.batch, data_cfg),
-        "cached": time_training(accelerator, images, view_set, sources, cached, args.steps, args.batch, data_cfg),
-        "in_memory": time_training(accelerator, images, view_set, sources, in_memory, args.steps, args.batch, data_cfg),
-        "scratch": time_training(accelerator, images, view_set, [], {}, args.steps, args.batch, data_cfg),
+        "live": time_training(accelerator, images, view_set, sources, live, args.steps, args.batch),
+        "cached": time_training(accelerator, images, view_set, sources, cached, args.steps, args.batch),
+        "in_memory": time_training(accelerator, images, view_set, sources, in_memory, args.steps, args.batch),
+        "scratch": time_training(accelerator, images, view_set, [], {}, args.steps, args.batch),
     }
     return {
         "images_per_s": results,
@@ -193,7 +195,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--videos", type=int, default=16, help="synthetic 320x240 MPEG-4 AVIs for the video part")
     parser.add_argument("--video-frames", type=int, default=100)
-    parser.add_argument("--only", choices=("video",), help="run one part only (default: all)")
+    parser.add_argument("--clip-batch", type=int, default=2, help="3D SSKT part: clips per step (CPU: keep it small)")
+    parser.add_argument("--clip-steps", type=int, default=2, help="3D SSKT part: timed steps per setting")
+    parser.add_argument("--only", choices=("video", "video3d"), help="run one part only (default: all)")
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     args = parser.parse_args(argv)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -205,14 +209,21 @@ def main(argv=None) -> int:
             report["training"] = bench_training(args, workdir, accelerator)
             report["loaders"] = bench_loaders(args, workdir, accelerator.device)
         from tools.bench_video import bench_video, print_video_report
-        report["video"] = bench_video(args, workdir / "video", accelerator.device)
+        from tools.bench_video3d import bench_video3d, print_video3d_report
+        if args.only in (None, "video"):
+            report["video"] = bench_video(args, workdir / "video", accelerator.device)
+        if args.only in (None, "video3d"):
+            report["video3d"] = bench_video3d(args, workdir / "video3d", accelerator)
     report["provenance"] = provenance(accelerator.device)  # the header summary.json carries too
     if args.only is None:
         print_report(report)
-    print_video_report(report["video"])
+    if "video" in report:
+        print_video_report(report["video"])
+    if "video3d" in report:
+        print_video3d_report(report["video3d"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.only and args.out.exists():  # keep the other parts' figures from the last full run
-        report = {**json.loads(args.out.read_text()), "video": report["video"]}
+        report = {**json.loads(args.out.read_text()), args.only: report[args.only]}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {args.out}")
     return 0

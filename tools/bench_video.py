@@ -61,7 +61,7 @@ def bench_video(args, workdir: Path, device) -> dict:
                   "jpeg_folders_allocated": sum(p.stat().st_blocks * 512 for p in jpgs),
                   "jpeg_folders_per_frame": sum(p.stat().st_size for p in jpgs) / frames},
     }
-    videos_set = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=workdir, fold=1), "train")
+    videos_set = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=workdir, split=1), "train")
     # The videos repeated to CLIPS samples: an epoch of many batches, as in real training (UCF-101: 9.5k)
     repeat = -(-CLIPS // len(videos_set))
     videos_set = dataclasses.replace(videos_set, rows=np.tile(videos_set.rows, repeat),

@@ -54,9 +54,9 @@ def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable
 
 
 # Imported after DatasetError and ensure_files: the readers import them from this package.
-from pipelines.datasets import cifar, procedural, stl10, voc  # noqa: E402
+from pipelines.datasets import cifar, procedural, stl10, video, voc  # noqa: E402
 
-Reader = Callable[["DataConfig", str], ImageSet]
+Reader = Callable[["DataConfig", str], "ImageSet | video.VideoSet"]
 
 READERS: dict[str, Reader] = {
     "cifar10": cifar.read_cifar10,
@@ -64,13 +64,19 @@ READERS: dict[str, Reader] = {
     "stl10": stl10.read_stl10,
     "voc2007": voc.read_voc2007,
     "procedural": procedural.read_procedural,
+    **video.VIDEO_READERS,  # -> VideoSet (clips): see is_video
 }
 
 SPLITS = ("train", "val", "test")
 VAL_SEED = 20220104  # fixed forever: the validation split must hold the same samples in every run
 
 
-def build_split(data_cfg: "DataConfig", split: str) -> ImageSet:
+def is_video(dataset) -> bool:
+    """Clips [B, 3, T, H, W] (a frame store) rather than images."""
+    return isinstance(dataset, video.VideoSet)
+
+
+def build_split(data_cfg: "DataConfig", split: str) -> "ImageSet | video.VideoSet":
     """`val` is the fraction `data.val_fraction` of the training set (the same samples every time), and
     `train` then the rest; the test split is never cut."""
     if split not in SPLITS:
@@ -84,6 +90,9 @@ def build_split(data_cfg: "DataConfig", split: str) -> ImageSet:
     if data_cfg.limit is not None:  # quick trials
         images = images.subset(data_cfg.limit)
     fraction = getattr(data_cfg, "val_fraction", 0.0)
+    if fraction and is_video(images):
+        raise DatasetError("data.val_fraction: a validation split is for image data sets; video runs report "
+                           "the reference's validation clips (data.val_clips) instead")
     if not fraction:
         if split == "val":
             raise ValueError("split 'val' needs data.val_fraction > 0")
@@ -96,4 +105,4 @@ def build_split(data_cfg: "DataConfig", split: str) -> ImageSet:
     return images.take(np.sort(chosen), split)
 
 
-__all__ = ["DatasetError", "ImageSet", "READERS", "build_split"]
+__all__ = ["DatasetError", "ImageSet", "READERS", "build_split", "is_video"]
