@@ -72,6 +72,7 @@ class CachedFrameSource:
     def __init__(self, cached: CachedSource, frames: CachedFrames, length: int):
         self.cached, self.frames, self.length = cached, frames, length
         self.path, self.nbytes, self.in_memory = cached.path, cached.nbytes, cached.in_memory
+        self.origin = cached.origin  # provenance: "reused" or "built"
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         rows = self.frames.rows(batch["index"], batch["start"], self.length)
