@@ -10,10 +10,10 @@ colour pair, plus pixel noise. The same images carry three labelings:
     scene          : 12 classes, background kind x tone    (stand-in for Places365)
 
 so object // len(COLOURS) == object_warmth // 2 == shape. The demo's object-like
-source learns object_warmth ("warm star", "cool ring"): a finer labeling than the
-target's that a small network learns about as well as the shape itself (ResNet-8,
-20 epochs on 10k images), while on the 36 shape x colour classes the same budget
-recognises the shape only ~87% of the time, no better than the target's own labels. A sample is a pure function of (seed, split,
+source learns object_warmth ("warm star", "cool ring"), a finer labeling than the
+target's that a ResNet-8 learns well in 20 epochs on 10k images (it names the right
+shape on 90.8% of the held-out images, and never misses the warmth); on the 36
+shape x colour classes the same budget names the shape only ~87% of the time. A sample is a pure function of (seed, split,
 sample id), so `offset` moves a split to other ids (sources are trained on, e.g.,
 ids 1_000_000.. while the target's 500 labelled images are ids 0..499) and a
 shorter split is a prefix of a longer one. The test split ignores `offset`: every
