@@ -8,7 +8,7 @@ PY      := $(VENV)/bin/python
 CONFIG  ?= configs/demo/sskt.yaml
 ARGS    ?=
 NPROC   ?= 1
-SEEDS   ?= 0 1
+SEEDS   ?= 0 1 2
 TABLE   ?=
 NODES   ?= 1
 GPUS    ?= 1
@@ -22,7 +22,7 @@ ACCELERATE = $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) 
              --mixed_precision no --dynamo_backend no -m
 LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(if $(GPU),$(ACCELERATE),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m))
 
-.PHONY: help setup test train demo demo-sources cache bench preprocess-video reproduce results gpu-check \
+.PHONY: help setup test train demo demo-sources demo-sources-check cache bench preprocess-video reproduce results gpu-check \
         evaluate predict clean-runs
 
 help: ## this list
@@ -40,19 +40,23 @@ $(VENV)/.installed: requirements.txt
 test: setup ## run the test suite (CPU, no network)
 	$(PY) -m pytest -q tests
 
-# The embedded demo needs its two stand-in sources, pretrained once and reused.
-train: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources) ## train CONFIG (default: the demo) with ARGS, on NPROC processes
+# The embedded demo's two stand-in sources are committed (configs/demo/sources/); check they are current.
+train: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources-check) ## train CONFIG (default: the demo) with ARGS, on NPROC processes
 	$(LAUNCH) engine.train --config $(CONFIG) $(ARGS)
 
-demo-sources: setup ## pretrain the demo's two stand-in sources (once)
+demo-sources-check: setup ## check the committed demo sources are current (one line if not)
+	$(PY) -m tools.demo_sources --check
+
+# Retrain both demo sources from their configs and verify the committed exports (or export new ones).
+demo-sources: setup ## retrain the demo's two stand-in sources and verify the committed exports
 	$(PY) -m tools.demo_sources
 
-# Scratch vs SSKT with each source set, SEEDS seeds each, as a mean +- std table.
-demo: demo-sources ## scratch vs SSKT on the demo data, SEEDS seeds, mean +- std table
-	$(PY) -m tools.demo --seeds $(SEEDS)
+# The demo table (tools/demo_table.yaml), SEEDS seeds per row, mean +- std; ARGS go to every run.
+demo: demo-sources-check ## scratch vs SSKT on the demo data, SEEDS seeds, mean +- std table (ARGS to every run)
+	$(PY) -m tools.demo --seeds $(SEEDS) $(ARGS)
 
 # Build the frozen-source output caches of CONFIG ahead of training (train builds them too).
-cache: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources) ## build CONFIG's source-output caches ahead of training
+cache: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources-check) ## build CONFIG's source-output caches ahead of training
 	$(LAUNCH) tools.cache_sources --config $(CONFIG) $(ARGS)
 
 # Throughput figures and ratios, measured in one run: bench/results.json.
@@ -68,7 +72,7 @@ preprocess-video: setup ## decode DATASET=ucf101|hmdb51 ROOT=<videos> into the f
 # Every cell x seed of a named table (tables/TABLE.yaml) as its own run; finished ones are skipped.
 # SEEDS=3 is seeds 0-2, SEEDS="3 7" those two. PRINT=1 prints the commands; SLURM=1 writes sbatch scripts
 # (slurm/TABLE/, one array job per cell over NODES nodes x GPUS GPUs) instead of running.
-reproduce: setup $(if $(filter demo,$(TABLE)),demo-sources) ## every cell x seed of tables/TABLE.yaml (PRINT=1, SLURM=1)
+reproduce: setup $(if $(filter demo,$(TABLE)),demo-sources-check) ## every cell x seed of tables/TABLE.yaml (PRINT=1, SLURM=1)
 	$(if $(TABLE),,$(error TABLE is required: $(basename $(notdir $(wildcard tables/*.yaml)))))
 	$(PY) -m tools.reproduce --table $(TABLE) --seeds $(SEEDS) --nproc $(NPROC) $(if $(PRINT),--dry-run) \
 		$(if $(SLURM),--slurm --nodes $(NODES) --gpus-per-node $(GPUS)) $(ARGS)

@@ -258,17 +258,24 @@ def proc_cfg(root: Path, **options) -> DataConfig:
 
 
 def test_procedural_shapes_and_labelings(tmp_path):
-    sets = {label: build_split(proc_cfg(tmp_path, label=label), "train") for label in ("shape", "object", "scene")}
+    sets = {label: build_split(proc_cfg(tmp_path, label=label), "train") for label in procedural.LABELINGS}
     counts = {label: s.num_classes for label, s in sets.items()}
-    assert counts == {"shape": 6, "object": 36, "scene": 12}
+    assert counts == {"shape": 6, "object": 36, "object_warmth": 12, "scene": 12}
     for s in sets.values():
         assert s.images.shape == (60, 32, 32, 3) and s.images.dtype == np.uint8 and s.image_size == (32, 32)
         assert s.labels.dtype == np.int64 and len(s.class_names) == s.num_classes
         assert 0 <= s.labels.min() and s.labels.max() < s.num_classes
-        np.testing.assert_array_equal(s.images, sets["shape"].images)  # one image set, three labelings
-    n_colours = len(procedural.COLOURS)
+        np.testing.assert_array_equal(s.images, sets["shape"].images)  # one image set, every labeling
+    n_colours, shape = len(procedural.COLOURS), sets["shape"]
     np.testing.assert_array_equal(sets["object"].labels // n_colours, sets["shape"].labels)
-    obj, shape = sets["object"], sets["shape"]
+    for label, per_shape in procedural.CLASSES_PER_SHAPE.items():  # every labeling that contains the shape
+        np.testing.assert_array_equal(sets[label].labels // per_shape, sets["shape"].labels)
+    warmth = sets["object_warmth"]
+    for i in range(len(warmth.labels)):  # "warm star" holds a warm-coloured star
+        colour = sets["object"].class_names[sets["object"].labels[i]].split()[0]
+        assert warmth.class_names[warmth.labels[i]] == \
+            f"{'warm' if colour in procedural.WARM else 'cool'} {shape.class_names[shape.labels[i]]}"
+    obj = sets["object"]
     assert obj.class_names[obj.labels[0]].endswith(" " + shape.class_names[shape.labels[0]])  # "red circle"
     scene = sets["scene"]
     assert scene.class_names[:2] == ["hstripes dark", "hstripes light"]
