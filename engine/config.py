@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from engine.methods import METHODS, MethodSection
 from engine.optim import OptimConfig
 from engine.schema import ConfigError, Strict, registered
+from models.heads import head_names
 from models.sources import FORMATS
 from pipelines.datasets import READERS
 
@@ -40,11 +41,34 @@ class DataConfig(Strict):
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
     procedural: dict = Field(default_factory=dict)  # options of the embedded procedural data set
+    # Video (ucf101, hmdb51: the frame store <root>/<name>.h5; frames: `root` is any frame store file).
+    # `views` counts clip views there (pipelines.views.ClipViewSet, at most 50).
+    split: int = 1  # official train/test split 1, 2 or 3
+    clip_length: int = 16  # frames per clip (the reference's sample_duration)
+    sample_size: int = 112  # clip height and width (the reference's sample_size)
+    val_clips: int = 3  # the reference's validation: this many clips per test video (0: skip it)
 
 
 class ModelConfig(Strict):
-    target: str  # a name in models.registry (resnet20, resnet18, vgg16_bn, ...)
-    head: Literal["transfer_module", "linear"] = "transfer_module"
+    target: str  # a name in models.registry (resnet20, resnet18, vgg16_bn, resnet3d_18, ...)
+    head: Annotated[str, registered(head_names, "head kind")] = "transfer_module"
+    shortcut: Literal["A", "B"] | None = None  # 3D ResNets' shortcut (their factory's default: A)
+    # Fine-tuning (models.finetune): start the target from this 3D-ResNets-PyTorch checkpoint ...
+    pretrained: Path | None = None
+    # ... and train only layer{ft_begin_index}..layer4 and fc (0: everything); the others get lr 0
+    ft_begin_index: int = 0
+    train_heads: bool = False  # with ft_begin_index > 0: give the auxiliary heads the lr (reference: no)
+
+    @model_validator(mode="after")
+    def _fine_tuning(self):
+        if self.ft_begin_index and self.pretrained is None:
+            raise ValueError("model.ft_begin_index: only applies with model.pretrained (a checkpoint to fine-tune)")
+        if not 0 <= self.ft_begin_index <= 5:
+            raise ValueError(f"model.ft_begin_index: 0 (train all) to 5 (classifier only), got {self.ft_begin_index}")
+        return self
+
+    def factory_kwargs(self) -> dict:
+        return {} if self.shortcut is None else {"shortcut": self.shortcut}
 
 
 class ResizeConfig(Strict):
@@ -72,6 +96,9 @@ class SourceConfig(Strict):
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     cache: Literal["off", "auto", "required", "rebuild"] = "auto"
+    # Video: what the source sees of a clip's middle frame. own: its own resize and mean/std (above);
+    # reference: the clip itself (its size, data.mean/std), as the SSKT reference's 3D code did.
+    input: Literal["own", "reference"] = "own"
 
     @field_validator("cache", mode="before")
     @classmethod
@@ -100,6 +127,7 @@ class SourceCacheConfig(Strict):
     root: Path = Path("data/source_cache")
     memory_gb: float = 8.0  # load a cache whole (on the GPU if there is one) when it fits; else read through HDF5
     batch_size: int = 256  # images per source forward while building
+    frame_stride: int = 1  # video: outputs for every k-th frame; a clip's middle frame is rounded to one
 
 
 class Config(Strict):
@@ -119,6 +147,8 @@ class Config(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"sources: names must be unique, got {names}")
         self.method.check(self)  # each method's rules about the other sections live with the method
+        if self.optim.schedule == "plateau" and self.train.eval_every != 1:
+            raise ValueError("train.eval_every: the plateau schedule reads the evaluation of every epoch; set it to 1")
         return self
 
     def run_dir(self) -> Path:

@@ -82,7 +82,7 @@ def cache_spec(source, images: ImageSet, view_set: ViewSet, root: Path | str) ->
     }
     identity = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     attrs = {**key, "identity": identity, "source_name": source.name, "views": view_set.count,
-             "pad": view_set.pad, "num_classes": source.num_classes}
+             "view_set": view_set.describe(), "num_classes": source.num_classes}
     path = Path(root) / f"{source.name}-{images.split}-{identity[:16]}.h5"
     return CacheSpec(source.name, identity, attrs, path, (len(images), view_set.count, source.num_classes))
 
@@ -255,7 +255,7 @@ def _compute_block(source, images: ImageSet, view_set: ViewSet, block: range, ba
     views = np.tile(np.arange(k), len(block))
     pieces = []
     for lo in range(0, len(samples), batch_size):
-        pixels = render_images(images, samples[lo: lo + batch_size], views[lo: lo + batch_size], view_set)
+        pixels = render_samples(images, samples[lo: lo + batch_size], views[lo: lo + batch_size], view_set)
         pieces.append(source(to_float_images(pixels.to(device))).to(torch.float16).cpu())
     outputs = torch.cat(pieces).view(len(block), k, -1)
     if outputs.shape[-1] != spec.shape[-1]:
@@ -264,6 +264,13 @@ def _compute_block(source, images: ImageSet, view_set: ViewSet, block: range, ba
         raise CacheError(f"source '{spec.source}' gave non-finite outputs (or logits beyond float16's 65504) on "
                          f"samples {block.start}..{block.stop - 1}; its cache cannot be built, use cache: off")
     return outputs
+
+
+def render_samples(images, samples: np.ndarray, views: np.ndarray, view_set) -> torch.Tensor:
+    """uint8 [N, 3, H, W]: an ImageSet's views (pipelines.render), or what another sample set renders
+    itself (engine.frame_cache.CachedFrames: video frames in clip views)."""
+    own = getattr(images, "render_views", None)
+    return own(samples, views) if own is not None else render_images(images, samples, views, view_set)
 
 
 def _gather_blocks(accelerator, outputs: torch.Tensor | None, block_samples: int, row_shape, device) -> torch.Tensor:

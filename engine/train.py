@@ -22,21 +22,19 @@ from accelerate.utils import set_seed
 
 from engine import checkpoint
 from engine.config import Config, ConfigError, dump_config, load_config
-from engine.loop import evaluate, train_one_epoch
+from engine.data import Data, build_data
+from engine.loop import train_one_epoch
 from engine.methods import Context, Method, build_method
-from engine.metrics import build_eval_metrics, primary_metric
 from engine.run_folder import RunFolder
-from engine.source_cache import CacheError, open_cached_source
-from engine.source_outputs import LiveSource, SourceOutputs
+from engine.source_cache import CacheError
+from engine.source_outputs import source_configs
+from models.finetune import ModelError
 from models.network import count_parameters
 from models.sources import SourceError, load_sources
 from pipelines.datasets import DatasetError, build_split
-from pipelines.loaders import build_loader
-from pipelines.plan import eval_plan, train_plan
-from pipelines.views import EVAL_VIEWS, ViewSet
 
 # What bad input raises: each one line naming the file, key or value; the entry points exit 2 on them.
-INPUT_ERRORS = (ConfigError, DatasetError, SourceError, CacheError)
+INPUT_ERRORS = (ConfigError, DatasetError, SourceError, CacheError, ModelError)
 
 # Keys that may change when an interrupted run is resumed; anything else would mix two experiments.
 RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.resume", "train.checkpoint_every", "train.eval_every",
@@ -51,18 +49,6 @@ def make_accelerator(cfg: Config, run_dir: Path) -> Accelerator:
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
                        gradient_accumulation_steps=cfg.train.grad_accum, log_with="tensorboard",
                        project_dir=str(run_dir))
-
-
-def build_source_outputs(cfg: Config, sources, train_set, view_set: ViewSet, accelerator) -> SourceOutputs:
-    providers = {}
-    for source_cfg, source in zip(cfg.sources, sources):
-        if source_cfg.cache == "off":
-            providers[source.name] = LiveSource(source.to(accelerator.device), accelerator.autocast)
-        else:  # reuse the stored outputs of every view, building them first where needed
-            providers[source.name] = open_cached_source(source, train_set, view_set, cfg.source_cache,
-                                                        source_cfg.cache, accelerator, progress=cfg.train.progress)
-            source.to("cpu")  # not needed on the device any more: its outputs are stored
-    return SourceOutputs(providers)
 
 
 def check_resumable(cfg: Config, run: RunFolder) -> None:
@@ -103,26 +89,19 @@ def train(cfg: Config) -> dict:
 
     # Everything that can be wrong with the inputs fails here, before any work.
     train_set, test_set = build_split(cfg.data, "train"), build_split(cfg.data, "test")
-    sources = load_sources(cfg.sources)
-    view_set = ViewSet(pad=cfg.data.pad, count=cfg.data.views)
+    sources = load_sources(source_configs(cfg))
 
     method = build_method(cfg.method)
     method.build(Context(cfg, train_set.num_classes, train_set.multilabel, sources))
     params = parameter_counts(method)
     method.setup(accelerator, cfg.train.epochs)
     networks = method.deployed()
-    exporter = Exporter(accelerator, cfg, train_set, run.checkpoints, networks)
 
     per_rank_batch = cfg.data.batch_size // world
-    train_loader = build_loader(
-        cfg.data.loader, train_set, view_set, device=device, workers=cfg.data.workers,
-        plan=lambda epoch: train_plan(len(train_set), view_set, cfg.data.batch_size, cfg.seed, epoch, rank, world))
-    test_loader = build_loader(
-        cfg.data.loader, test_set, EVAL_VIEWS, device=device, workers=cfg.data.workers,
-        plan=lambda epoch: eval_plan(len(test_set), cfg.data.eval_batch_size, rank, world))
-    source_outputs = build_source_outputs(cfg, sources, train_set, view_set, accelerator)
-    metrics = build_eval_metrics(test_set.num_classes, test_set.multilabel).to(device)
-    metric_name = primary_metric(test_set.multilabel)
+    # Images or clips: loaders, source outputs (live or cached) and evaluation (engine.data)
+    data: Data = build_data(cfg, train_set, test_set, sources, accelerator)
+    exporter = Exporter(accelerator, cfg, train_set, run.checkpoints, networks, data.input_size)
+    metric_name = data.metric
     main_metric = f"test/{metric_name}"
 
     if accelerator.is_main_process:
@@ -136,18 +115,18 @@ def train(cfg: Config) -> dict:
         print(f"{run.path}: {cfg.model.target} on {train_set.name} ({len(train_set)} train / {len(test_set)} test), "
               f"sources: {[s.name for s in sources] or 'none'}, method {cfg.method.name}, {world} process(es) on "
               f"{device.type}, batch {per_rank_batch}/process, {accelerator.mixed_precision} precision, "
-              f"{view_set.describe()}" + (f", resuming after epoch {state['epoch']}" if state["epoch"] else ""))
+              f"{data.describe}" + (f", resuming after epoch {state['epoch']}" if state["epoch"] else ""))
     accelerator.init_trackers("tensorboard")
 
     first_epoch, run_started = state["epoch"], time.perf_counter()
     for epoch in range(state["epoch"], cfg.train.epochs):
         started = time.perf_counter()
         record = {"epoch": epoch + 1, **method.learning_rates()}
-        record.update(train_one_epoch(accelerator, method, source_outputs, train_loader, epoch, cfg.train.epochs,
-                                      cfg.train.progress))
-        method.end_epoch()
+        record.update(train_one_epoch(accelerator, method, data.source_outputs, data.train_loader, epoch,
+                                      cfg.train.epochs, cfg.train.progress))
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
-            record.update(evaluate_networks(accelerator, networks, test_loader, metrics, metric_name))
+            record.update(evaluate_networks(networks, data.evaluate))
+        method.end_epoch(record)  # after evaluation: ReduceLROnPlateau reads the validation loss
         state["train_seconds"] += record["train/seconds"]
         state["epoch"] = epoch + 1
         for name in networks:  # each network keeps its own best checkpoint
@@ -195,31 +174,35 @@ def network_metric(networks: dict, name: str, metric: str) -> str:
     return f"test/{metric}" if len(networks) == 1 else f"test/{name}/{metric}"
 
 
-def evaluate_networks(accelerator, networks: dict, loader, metrics, metric: str) -> dict[str, float]:
-    """Every deployed network on the test split. With several (DML peers), each under its name, their
-    mean under `test/mean/`, and the first (the reported one) also as plain `test/<metric>`."""
+def evaluate_networks(networks: dict, evaluate) -> dict[str, float]:
+    """Every deployed network on the test split (`evaluate(network, prefix)`, engine.data). With several
+    (DML peers), each under its name, their mean under `test/mean/`, and the first (the reported one)
+    also as plain `test/<metric>`."""
     if len(networks) == 1:
         (deployed,) = networks.values()
-        return evaluate(accelerator, deployed.network, loader, metrics)
+        return evaluate(deployed.network, "test/")
     record = {}
     for name, deployed in networks.items():
-        record.update(evaluate(accelerator, deployed.network, loader, metrics, prefix=f"test/{name}/"))
+        record.update(evaluate(deployed.network, f"test/{name}/"))
     first = next(iter(networks))
     for key in [k.removeprefix(f"test/{first}/") for k in record if k.startswith(f"test/{first}/")]:
         record[f"test/{key}"] = record[f"test/{first}/{key}"]
-        if key != "images":
+        if key not in COUNT_KEYS:
             record[f"test/mean/{key}"] = sum(record[f"test/{n}/{key}"] for n in networks) / len(networks)
     return record
+
+
+COUNT_KEYS = {"images", "clips", "videos", "val_clips"}  # evaluation sizes, not scores: no mean over networks
 
 
 class Exporter:
     """Writes deployed networks with what they expect (input size, mean, std) and the class names:
     checkpoints/<stem>.pt for the first network, and checkpoints/<name>/<stem>.pt for each when several."""
 
-    def __init__(self, accelerator, cfg: Config, train_set, folder: Path, networks: dict):
+    def __init__(self, accelerator, cfg: Config, train_set, folder: Path, networks: dict, input_size):
         self.accelerator, self.folder, self.networks = accelerator, folder, networks
         self.meta = {"num_classes": train_set.num_classes, "mean": cfg.data.mean, "std": cfg.data.std,
-                     "input_size": train_set.image_size, "class_names": train_set.class_names or None}
+                     "input_size": input_size, "class_names": train_set.class_names or None}
 
     def save(self, name: str, stem: str) -> None:
         if not self.accelerator.is_main_process:

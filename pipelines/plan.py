@@ -12,6 +12,7 @@ to keep the slices equal.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -70,6 +71,11 @@ class ClipPlan:
     in 0..max(0, n - length), global batches cut into `world` equal slices as in `train_plan`.
     eval: consecutive non-overlapping clips (starts 0, length, 2 length, ...) covering every
     frame of every video, view 0, dealt round-robin: every clip exactly once across processes.
+    eval with `eval_clips` k > 0: the reference's validation clips instead (its n_val_samples):
+    starts 0, s, 2s, ... < n - 1 with s = max(1, ceil((n - 1 - length) / (k - 1))), about k per
+    video (more for videos shorter than a clip, as there); k = 1: one clip from frame 0.
+    `centre_stride` k > 1 (train): starts only where the clip's middle frame is a multiple of k
+    (a per-frame source cache holds those frames), where the video has such a start.
     """
     frame_counts: tuple
     length: int
@@ -79,6 +85,8 @@ class ClipPlan:
     seed: int = 0
     rank: int = 0
     world: int = 1
+    eval_clips: int = 0
+    centre_stride: int = 1
 
     def __call__(self, epoch: int) -> list[ClipBatch]:
         counts = np.asarray(self.frame_counts, dtype=np.int64)
@@ -86,7 +94,7 @@ class ClipPlan:
             rng = np.random.default_rng([self.seed, epoch])
             order = rng.permutation(len(counts))
             views = rng.integers(0, self.view_count, len(counts))
-            starts = (rng.random(len(counts)) * (np.maximum(counts[order] - self.length, 0) + 1)).astype(np.int64)
+            starts = self._train_starts(counts[order], rng.random(len(counts)))
             batches = []
             for lo in range(0, len(counts), self.batch_size):
                 hi = min(lo + self.batch_size, len(counts))
@@ -96,8 +104,30 @@ class ClipPlan:
                 mine = slice(lo + self.rank * per_rank, lo + (self.rank + 1) * per_rank)
                 batches.append(ClipBatch(order[mine], views[mine], starts[mine]))
             return batches
-        videos = np.repeat(np.arange(len(counts)), -(-counts // self.length))
-        starts = np.concatenate([np.arange(0, n, self.length) for n in counts]) if len(counts) else videos
+        per_video = [self._eval_starts(int(n)) for n in counts]
+        videos = np.repeat(np.arange(len(counts)), [len(s) for s in per_video])
+        starts = np.concatenate(per_video) if len(counts) else videos
         videos, starts = videos[self.rank::self.world], starts[self.rank::self.world]
         return [ClipBatch(videos[i: i + self.batch_size], np.zeros(len(videos[i: i + self.batch_size]), np.int64),
                           starts[i: i + self.batch_size]) for i in range(0, len(videos), self.batch_size)]
+
+    def _train_starts(self, counts: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+        """A uniform start in 0..max(0, n - length) per video (a uniform draw u in [0, 1) each)."""
+        span = np.maximum(counts - self.length, 0) + 1
+        starts = (uniform * span).astype(np.int64)
+        k = self.centre_stride
+        if k > 1:  # starts s with (s + length // 2) % k == 0, where there is one in range
+            first = (-(self.length // 2)) % k
+            choices = np.where(span > first, (span - 1 - first) // k + 1, 0)
+            aligned = first + (uniform * np.maximum(choices, 1)).astype(np.int64) * k
+            starts = np.where(choices > 0, aligned, starts)
+        return starts
+
+    def _eval_starts(self, n: int) -> np.ndarray:
+        k = self.eval_clips
+        if k == 0:
+            return np.arange(0, n, self.length)
+        if k == 1:
+            return np.zeros(1, np.int64)
+        step = max(1, math.ceil((n - 1 - self.length) / (k - 1)))
+        return np.arange(0, max(n - 1, 1), step)

@@ -127,7 +127,7 @@ run: {{root: {tmp_path / 'runs'}}}
 """)
     summary = train(load_config(config))
     assert summary["metric"] == "test/mAP"
-    assert set(summary["final"]) == {"test/mAP", "test/sample_ap", "test/images"}
+    assert set(summary["final"]) == {"test/mAP", "test/sample_ap", "test/images", "test/loss"}
     assert summary["final"]["test/images"] == 1
     assert 0 <= summary["final"]["test/sample_ap"] <= 100
     assert len(list((tmp_path / "cache").glob("object-train-*.h5"))) == 1

@@ -184,7 +184,7 @@ def test_hmdb51_layout(tmp_path):
         j = int(t.names[row].rsplit("_", 1)[1])
         assert t.labels[row] == row // 4 and t.frame_count[row] == 10
         assert list(t.splits[row]) == [0 if j == 3 else TEST if j % 3 == k else TRAIN for k in range(3)]
-    cfg = types.SimpleNamespace(root=tmp_path, fold=2)
+    cfg = types.SimpleNamespace(root=tmp_path, split=2)
     test = VIDEO_READERS["hmdb51"](cfg, "test")
     assert [t.names[r] for r in test.rows] == ["brush_hair/brush_hair_clip_1", "cartwheel/cartwheel_clip_1"]
 
@@ -215,7 +215,7 @@ def test_forked_worker_reads_the_store(ucf):
 
 @pytest.fixture(scope="module")
 def train_set(ucf):
-    return VIDEO_READERS["ucf101"](types.SimpleNamespace(root=ucf.base, fold=1), "train")
+    return VIDEO_READERS["ucf101"](types.SimpleNamespace(root=ucf.base, split=1), "train")
 
 
 def test_clip_is_one_crop_and_flip_of_consecutive_frames(train_set):
@@ -253,7 +253,7 @@ def test_dali_and_torch_clip_loaders_agree(train_set):
 
 
 def test_eval_clips_cover_every_frame_once_across_two_processes(ucf):
-    test_set = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=ucf.base, fold=1), "test")
+    test_set = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=ucf.base, split=1), "test")
     counts = tuple(test_set.frame_counts.tolist())
     covered = {}
     for rank in range(2):
@@ -287,9 +287,9 @@ def test_video_readers_errors_and_auto_loader(train_set, tmp_path):
     from pipelines.datasets import DatasetError
     from pipelines.dali_clips import DaliClipLoader
     with pytest.raises(DatasetError, match=r"ucf101.h5 not found; build it with `make preprocess-video"):
-        VIDEO_READERS["ucf101"](types.SimpleNamespace(root=tmp_path, fold=1), "train")
-    with pytest.raises(DatasetError, match="data.fold"):
-        VIDEO_READERS["ucf101"](types.SimpleNamespace(root=tmp_path, fold=4), "train")
+        VIDEO_READERS["ucf101"](types.SimpleNamespace(root=tmp_path, split=1), "train")
+    with pytest.raises(DatasetError, match="data.split"):
+        VIDEO_READERS["ucf101"](types.SimpleNamespace(root=tmp_path, split=4), "train")
     plan = ClipPlan(tuple(train_set.frame_counts.tolist()), T, 2)
     auto = build_clip_loader("auto", train_set, VIEWS, plan, CPU, workers=1)
     assert isinstance(auto, DaliClipLoader)

@@ -20,9 +20,10 @@ from accelerate import Accelerator
 
 from engine.config import load_config
 from engine.source_cache import human_bytes, open_cached_source
+from engine.source_outputs import source_configs
 from engine.train import exit_status
 from models.sources import load_sources
-from pipelines.datasets import build_split
+from pipelines.datasets import build_split, is_video
 from pipelines.views import ViewSet
 
 
@@ -34,12 +35,18 @@ def cache_sources(config: str, overrides: list[str], check: bool = False) -> Non
         return
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     train_set = build_split(cfg.data, "train")
-    view_set = ViewSet(pad=cfg.data.pad, count=cfg.data.views)
-    sources = {s.name: s for s in load_sources(cfg.sources)}
+    sources = {s.name: s for s in load_sources(source_configs(cfg))}
     for source_cfg in cached:
         mode = "required" if check else ("rebuild" if source_cfg.cache == "rebuild" else "auto")
-        provider = open_cached_source(sources[source_cfg.name], train_set, view_set, cfg.source_cache, mode,
-                                      accelerator, progress=cfg.train.progress)
+        source = sources[source_cfg.name]
+        if is_video(train_set):  # per-frame outputs in every clip view (engine.frame_cache)
+            from engine.frame_cache import open_frame_cache
+            from engine.video import clip_view_sets
+            provider = open_frame_cache(source, train_set, clip_view_sets(cfg)[0], cfg.data.clip_length,
+                                        cfg.source_cache, mode, accelerator, progress=cfg.train.progress)
+        else:
+            provider = open_cached_source(source, train_set, ViewSet(pad=cfg.data.pad, count=cfg.data.views),
+                                          cfg.source_cache, mode, accelerator, progress=cfg.train.progress)
         if accelerator.is_main_process:
             print(f"{source_cfg.name}: {provider.path} ({human_bytes(provider.nbytes)}, "
                   f"{'in memory' if provider.in_memory else 'read through HDF5'} at training time "

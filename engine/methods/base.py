@@ -8,6 +8,7 @@ which one runs (compare torchdistill's distillation box, Lightning's `configure_
     method.build(context)                       # networks it trains: self.nets {name: nn.Module}
     method.setup(accelerator, epochs)           # configure_optimizers(); everything through accelerator.prepare
     step = method.training_step(batch, source_outputs)   # per batch: forward, backward, optimizer steps
+    method.end_epoch(record)                    # per epoch, after evaluation: the schedules step
     method.deployed()                           # {name: Deployed(arch, network)}: evaluated every epoch, exported
 
 `LossMethod` is the common case (one target + its heads, one optimizer): a subclass writes
@@ -23,6 +24,7 @@ from torch import nn
 
 from engine.optim import OptimConfig, build_optimizer, build_scheduler
 from engine.schema import Strict
+from models.finetune import fine_tuning_parameter_groups, load_pretrained_target
 from models.network import ModelOutput, TargetWithHeads
 from models.registry import build_target
 
@@ -130,9 +132,10 @@ class Method:
         for net in self.nets.values():
             net.train()
 
-    def end_epoch(self) -> None:
+    def end_epoch(self, record: dict) -> None:
+        """Step every schedule with the epoch's record (ReduceLROnPlateau reads its metric there)."""
         for scheduler in self.schedulers.values():
-            scheduler.step()
+            scheduler.step(record)
 
     def learning_rates(self) -> dict[str, float]:
         """`lr` for the first optimizer, `lr/<name>` for the others."""
@@ -142,13 +145,30 @@ class Method:
     # ------------------------------------------------------------ shared helpers
 
     def network(self, arch: str, num_classes: int, heads: dict[str, nn.Module] | None = None) -> TargetWithHeads:
-        """A registry target normalising its [0, 1] input with the data's mean/std, plus optional heads."""
-        data = self.ctx.config.data
-        target = build_target(arch, num_classes)
+        """A registry target normalising its [0, 1] input with the data's mean/std, plus optional heads.
+
+        A network of `model.target`'s architecture starts from `model.pretrained` when it is set
+        (models.finetune: a fresh classifier for `num_classes`); `model.shortcut` reaches the factory.
+        """
+        data, model = self.ctx.config.data, self.ctx.config.model
+        factory_kw = model.factory_kwargs()
+        if model.pretrained is not None and arch == model.target:
+            target = load_pretrained_target(arch, num_classes, model.pretrained, **factory_kw)
+        else:
+            target = build_target(arch, num_classes, **factory_kw)
         return TargetWithHeads(target, heads(target) if callable(heads) else (heads or {}), data.mean, data.std)
 
     def optimizer(self, module: nn.Module, cfg: OptimConfig) -> tuple[torch.optim.Optimizer, OptimConfig]:
-        return build_optimizer(module.parameters(), cfg), cfg
+        """An optimizer over `module`; for a pretrained TargetWithHeads, 3D-ResNets-PyTorch's fine-tuning
+        groups (only `layer{ft_begin_index}`..`layer4` and `fc` get a learning rate; heads when
+        `model.train_heads`)."""
+        model = self.ctx.config.model
+        if isinstance(module, TargetWithHeads) and model.pretrained is not None and model.ft_begin_index:
+            params = fine_tuning_parameter_groups(module.target, model.ft_begin_index, heads=module.heads,
+                                                  train_heads=model.train_heads)
+        else:
+            params = module.parameters()
+        return build_optimizer(params, cfg), cfg
 
 
 class LossMethod(Method):

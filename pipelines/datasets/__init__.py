@@ -36,9 +36,9 @@ def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable
 
 
 # Imported after DatasetError and ensure_files: the readers import them from this package.
-from pipelines.datasets import cifar, procedural, stl10, voc  # noqa: E402
+from pipelines.datasets import cifar, procedural, stl10, video, voc  # noqa: E402
 
-Reader = Callable[["DataConfig", str], ImageSet]
+Reader = Callable[["DataConfig", str], "ImageSet | video.VideoSet"]
 
 READERS: dict[str, Reader] = {
     "cifar10": cifar.read_cifar10,
@@ -46,12 +46,18 @@ READERS: dict[str, Reader] = {
     "stl10": stl10.read_stl10,
     "voc2007": voc.read_voc2007,
     "procedural": procedural.read_procedural,
+    **video.VIDEO_READERS,  # -> VideoSet (clips): see is_video
 }
 
 SPLITS = ("train", "test")
 
 
-def build_split(data_cfg: "DataConfig", split: str) -> ImageSet:
+def is_video(dataset) -> bool:
+    """Clips [B, 3, T, H, W] (a frame store) rather than images."""
+    return isinstance(dataset, video.VideoSet)
+
+
+def build_split(data_cfg: "DataConfig", split: str) -> "ImageSet | video.VideoSet":
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     reader = READERS.get(data_cfg.dataset)
@@ -64,4 +70,4 @@ def build_split(data_cfg: "DataConfig", split: str) -> ImageSet:
     return images
 
 
-__all__ = ["DatasetError", "ImageSet", "READERS", "build_split"]
+__all__ = ["DatasetError", "ImageSet", "READERS", "build_split", "is_video"]

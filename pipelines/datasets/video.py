@@ -1,6 +1,7 @@
 """Video data sets read from their frame store (tools/preprocess_video.py): `VIDEO_READERS[name](data_cfg, split)`.
 
-The store is `<data.root>/<name>.h5`; `data.fold` (1..3, default 1) picks the official split.
+ucf101 / hmdb51: the store is `<data.root>/<name>.h5`; frames: `data.root` is the path of any frame
+store file (e.g. a procedural one). `data.split` (1..3, default 1) picks the official split.
 A video that failed preprocessing is in no split.
 """
 from __future__ import annotations
@@ -30,8 +31,15 @@ class VideoSet:
     num_classes: int
     class_names: list
 
+    multilabel = False
+
     def __len__(self) -> int:
         return len(self.rows)
+
+    def subset(self, count: int) -> "VideoSet":
+        """The first `count` videos (quick trials: data.limit)."""
+        return VideoSet(self.name, self.split, self.fold, self.store, self.rows[:count], self.labels[:count],
+                        self.frame_counts[:count], self.num_classes, self.class_names)
 
     def frame_size(self, i: int) -> tuple[int, int]:
         """(height, width) of the stored frames of sample i."""
@@ -51,18 +59,20 @@ class VideoSet:
         return h.hexdigest()[:16]
 
 
-def read_video_split(name: str, data_cfg, split: str) -> VideoSet:
-    fold = getattr(data_cfg, "fold", 1)
+def read_video_split(name: str | None, data_cfg, split: str) -> VideoSet:
+    """`name` None: `data_cfg.root` is the store file itself, of any data set."""
+    fold = data_cfg.split
     if fold not in (1, 2, 3):
-        raise DatasetError(f"data.fold: {name} has official splits 1, 2 and 3, got {fold!r}")
-    path = Path(data_cfg.root) / f"{name}.h5"
+        raise DatasetError(f"data.split: video data sets have official splits 1, 2 and 3, got {fold!r}")
+    path = Path(data_cfg.root) / f"{name}.h5" if name else Path(data_cfg.root)
     try:
         store = FrameStore(path)
     except FrameStoreError as e:
         raise DatasetError(str(e)) from None
     t = store.table
-    if t.attrs.get("dataset") != name:
+    if name and t.attrs.get("dataset") != name:
         raise DatasetError(f"{path}: a frame store of {t.attrs.get('dataset')!r}, not {name}")
+    name = name or str(t.attrs.get("dataset") or path.stem)
     rows = np.flatnonzero(t.splits[:, fold - 1] == (TRAIN if split == "train" else TEST))
     return VideoSet(name, split, fold, store, rows, t.labels[rows].astype(np.int64),
                     t.frame_count[rows].astype(np.int64), len(t.classes), list(t.classes))
@@ -71,4 +81,5 @@ def read_video_split(name: str, data_cfg, split: str) -> VideoSet:
 VIDEO_READERS: dict[str, Callable[..., VideoSet]] = {
     "ucf101": lambda data_cfg, split: read_video_split("ucf101", data_cfg, split),
     "hmdb51": lambda data_cfg, split: read_video_split("hmdb51", data_cfg, split),
+    "frames": lambda data_cfg, split: read_video_split(None, data_cfg, split),
 }

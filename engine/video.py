@@ -1,0 +1,133 @@
+"""Video in the engine: clip loaders, sources on clips, clip and video accuracy.
+
+Training (3D-ResNets-PyTorch): each epoch every training video once, as one clip of
+`data.clip_length` frames from a random start, in a random clip view (multi-scale corner crop x
+flip, `data.views` of them) at `data.sample_size`.
+
+Sources are 2D: each scores the clip's middle frame after the clip's crop and flip, live
+(`cache: off`) or looked up in a per-frame cache (engine.frame_cache, every
+`source_cache.frame_stride`-th frame; training then draws starts whose middle frame is cached).
+
+Evaluation on the test split, all in the epoch's record and summary.json:
+  test/clip_top1, test/clip_top5, test/loss   every consecutive non-overlapping centre-crop clip
+                                               of every test video, each scored on its own
+  test/video_top1, test/video_top5             per video, the softmax averaged over those clips
+                                               (the reference's `--test`: the figure papers report)
+  test/val_clip_top1, test/val_loss            the reference's validation (its val.log): about
+                                               `data.val_clips` clips per video, clip accuracy;
+                                               val_loss is the target's cross-entropy there (the
+                                               reference's also added the auxiliary terms)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from engine.data import Data
+from engine.frame_cache import open_frame_cache
+from engine.schema import ConfigError
+from engine.source_outputs import LiveSource, SourceOutputs, middle_frame
+from pipelines.loaders import build_clip_loader
+from pipelines.plan import ClipPlan
+from pipelines.views import ClipViewSet
+
+
+def clip_view_sets(cfg) -> tuple[ClipViewSet, ClipViewSet]:
+    """(training views, the evaluation view: centre crop) at data.sample_size."""
+    try:
+        return ClipViewSet(count=cfg.data.views, size=cfg.data.sample_size), ClipViewSet(count=1, size=cfg.data.sample_size)
+    except ValueError as e:
+        raise ConfigError(f"data.views: {e}") from None
+
+
+def build_video_data(cfg, train_set, test_set, sources, accelerator) -> Data:
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    data = cfg.data
+    train_views, eval_views = clip_view_sets(cfg)
+    cached = [s.cache != "off" for s in cfg.sources]
+    stride = cfg.source_cache.frame_stride if any(cached) else 1
+    train_plan = ClipPlan(tuple(train_set.frame_counts.tolist()), data.clip_length, data.batch_size, train=True,
+                          view_count=train_views.count, seed=cfg.seed, rank=rank, world=world, centre_stride=stride)
+    train_loader = build_clip_loader(data.loader, train_set, train_views, train_plan, device, data.workers)
+
+    def eval_loader(clips_per_video: int):
+        plan = ClipPlan(tuple(test_set.frame_counts.tolist()), data.clip_length, data.eval_batch_size, train=False,
+                        rank=rank, world=world, eval_clips=clips_per_video)
+        return build_clip_loader(data.loader, test_set, eval_views, plan, device, data.workers)
+
+    test_loader = eval_loader(0)
+    val_loader = eval_loader(data.val_clips) if data.val_clips else None
+
+    providers = {}
+    for source_cfg, source in zip(cfg.sources, sources):
+        if source_cfg.cache == "off":
+            providers[source.name] = LiveSource(source.to(device), accelerator.autocast, inputs=middle_frame)
+        else:
+            providers[source.name] = open_frame_cache(source, train_set, train_views, data.clip_length,
+                                                      cfg.source_cache, source_cfg.cache, accelerator,
+                                                      progress=cfg.train.progress)
+            source.to("cpu")
+
+    labels = torch.as_tensor(test_set.labels, device=device)
+
+    def evaluate(network, prefix: str) -> dict[str, float]:
+        record = evaluate_clips(accelerator, network, test_loader, labels, prefix)
+        if val_loader is not None:
+            val = evaluate_clips(accelerator, network, val_loader, labels, prefix)
+            record.update({f"{prefix}val_clip_top1": val[f"{prefix}clip_top1"], f"{prefix}val_loss": val[f"{prefix}loss"],
+                           f"{prefix}val_clips": val[f"{prefix}clips"]})
+        return record
+
+    describe = (f"{train_views.describe()}, {data.clip_length}-frame clips"
+                + (f", sources cached every {stride}. frame" if any(cached) else ""))
+    return Data(train_loader, SourceOutputs(providers), evaluate, "video_top1",
+                [data.clip_length, data.sample_size, data.sample_size], describe)
+
+
+@torch.no_grad()
+def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, prefix: str = "test/") -> dict[str, float]:
+    """Clip accuracy and loss over the loader's clips, and video accuracy from the mean softmax of each
+    video's clips; every process scores its share of the clips, the sums are reduced."""
+    network.eval()
+    device = accelerator.device
+    num_videos = len(video_labels)
+    scores = None  # [videos, classes] summed softmax
+    clips = torch.zeros(num_videos, device=device)
+    totals = torch.zeros(4, device=device)  # clips, correct top-1, correct top-5, summed loss
+    for batch in loader.epoch(0):
+        with accelerator.autocast():
+            output = network(batch["image"])
+        logits = (output.logits if hasattr(output, "logits") else output).float()
+        if scores is None:
+            scores = torch.zeros(num_videos, logits.shape[1], device=device)
+        label = batch["label"]
+        totals += torch.stack([torch.tensor(float(len(label)), device=device),
+                               (logits.argmax(1) == label).sum().float(), _top5_hits(logits, label),
+                               F.cross_entropy(logits, label, reduction="sum")])
+        scores.index_add_(0, batch["video"], logits.softmax(1))
+        clips.index_add_(0, batch["video"], torch.ones_like(label, dtype=torch.float))
+    if scores is None:  # this process had no clip (fewer clips than processes): zeros still reduce
+        scores = torch.zeros(num_videos, int(_num_classes(network)), device=device)
+    totals = accelerator.reduce(totals, reduction="sum")
+    scores, clips = accelerator.reduce(scores, reduction="sum"), accelerator.reduce(clips, reduction="sum")
+    seen = clips > 0
+    video_hits = (scores.argmax(1) == video_labels)[seen].float()
+    top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    video_hits5 = (top5 == video_labels[:, None]).any(1)[seen].float()
+    n = float(totals[0])
+    record = {"clip_top1": 100 * float(totals[1]) / n, "video_top1": 100 * float(video_hits.mean())}
+    if scores.shape[1] > 5:
+        record.update(clip_top5=100 * float(totals[2]) / n, video_top5=100 * float(video_hits5.mean()))
+    record = {f"{prefix}{k}": round(v, 4) for k, v in record.items()}
+    record.update({f"{prefix}loss": float(totals[3]) / n, f"{prefix}clips": int(n), f"{prefix}videos": int(seen.sum())})
+    return record
+
+
+def _top5_hits(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return (top == label[:, None]).any(1).sum().float()
+
+
+def _num_classes(network) -> int:
+    module = getattr(network, "module", network)
+    return module.target.classifier.out_features
