@@ -10,7 +10,7 @@ SEEDS   ?= 0 1
 # One process, or the same module under accelerate launch on NPROC GPUs.
 LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m)
 
-.PHONY: setup test train demo demo-sources cache bench preprocess-video clean-runs
+.PHONY: setup test train demo demo-sources demo-video demo-video-data cache bench preprocess-video clean-runs
 
 setup: $(VENV)/.installed
 
@@ -23,8 +23,11 @@ $(VENV)/.installed: requirements.txt
 test: setup
 	$(PY) -m pytest -q tests
 
-# The embedded demo needs its two stand-in sources, pretrained once and reused.
-train: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources)
+# The embedded demo needs its two stand-in sources, pretrained once and reused; the video demo
+# (configs/demo/video_*.yaml) also its procedural videos' frame store, made once and reused.
+DEMO_DEPS = $(if $(findstring configs/demo/,$(CONFIG)),demo-sources) $(if $(findstring configs/demo/video_,$(CONFIG)),demo-video-data)
+
+train: setup $(DEMO_DEPS)
 	$(LAUNCH) engine.train --config $(CONFIG) $(ARGS)
 
 demo-sources: setup
@@ -34,8 +37,15 @@ demo-sources: setup
 demo: demo-sources
 	$(PY) -m tools.demo --seeds $(SEEDS)
 
+# The offline video demo: scratch vs SSKT on procedural motion videos, SEEDS seeds each (mean +- std table).
+demo-video: demo-sources
+	$(PY) -m tools.demo_video --seeds $(SEEDS)
+
+demo-video-data: setup
+	$(PY) -m tools.demo_video --prepare $(CONFIG) $(ARGS)
+
 # Build the frozen-source output caches of CONFIG ahead of training (train builds them too).
-cache: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources)
+cache: setup $(DEMO_DEPS)
 	$(LAUNCH) tools.cache_sources --config $(CONFIG) $(ARGS)
 
 # Throughput figures and ratios, measured in one run: bench/results.json.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import types
 
 import av
@@ -9,8 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.config import load_config
+from engine.train import train
 from pipelines.datasets import procedural_video as pv
 from pipelines.frame_store import OK, TEST, TRAIN, FrameStore
+from tests.conftest import ROOT
+from tests.test_video_train import reset
 from tools import demo_video, preprocess_video
 
 CLASSES = pv.CLASSES
@@ -139,6 +144,24 @@ def test_prepare_store_reuses_a_current_store_and_rebuilds_a_stale_one(tmp_path,
     stored = jpeg_rgb(new, new.table.names.index("Rise/v_Rise_g01_c01"), 4).astype(float)
     assert np.abs(stored - pv.render_video(5, 0, 1, 1, 9)[0][4]).mean() < 0.5 * np.abs(
         stored - pv.render_video(0, 0, 1, 1, 9)[0][4]).mean()  # the new videos' pixels, not the old ones'
+
+
+def test_the_demo_config_trains_on_a_tiny_prepared_set(tmp_path, source_checkpoint):
+    """configs/demo/video_sskt.yaml as shipped, on 18 videos, 1 epoch, sources cached (stand-in weights)."""
+    store = demo_video.prepare_store(tmp_path / "procedural_video.h5", workers=1, groups=3, clips=1, frames=16)
+    cfg = load_config(ROOT / "configs/demo/video_sskt.yaml", [
+        f"data.root={store}", "data.workers=0", "train.epochs=1", "train.progress=false",
+        f"sources.0.weights={source_checkpoint}", f"sources.1.weights={source_checkpoint}",
+        f"source_cache.root={tmp_path / 'cache'}", f"run.root={tmp_path / 'runs'}"])
+    try:
+        summary = train(cfg)
+    finally:
+        reset()
+    assert summary["metric"] == "test/video_top1" and summary["epochs"] == 1
+    final = json.loads((cfg.run_dir() / "summary.json").read_text())["final"]
+    assert final["test/videos"] == len(pv.CLASSES) and final["test/clips"] == len(pv.CLASSES) * 16 // 8
+    assert 0 <= final["test/clip_top1"] <= 100 and 0 <= final["test/video_top1"] <= 100
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir())  # the sources' per-frame outputs were cached
 
 
 # ---------------------------------------------------------------- helpers
