@@ -6,8 +6,8 @@
 `--prepare` makes the config's frame store (`data.root`) if it is missing or stale: it writes
 the procedural videos (pipelines/datasets/procedural_video.py: MPEG-4 AVIs in UCF-101's layout,
 kept under <store folder>/videos/videos-<identity>/) and decodes them with tools/preprocess_video.py,
-exactly as a real UCF-101 is prepared. Both steps resume after an interruption; the store is
-reused while a stamp beside it names the same videos and settings, else it is made again.
+exactly as a real UCF-101 is prepared. Both steps resume after an interruption; the store (and a
+partial one) is reused while a stamp beside it names the same videos and settings, else made again.
 
 The table trains the config's target from scratch and with SSKT from the 2D demo sources (made by
 `make demo-sources`, which `make demo-video` runs first; applied to the clips' middle frames through the source cache), same budget,
@@ -23,7 +23,9 @@ import sys
 from pathlib import Path
 
 from engine.config import ConfigError, load_config
+from engine.train import train
 from pipelines.datasets import procedural_video
+from pipelines.h5blocks import partial_path
 from pipelines.storage import write_atomic
 from tools import preprocess_video
 
@@ -41,26 +43,26 @@ def prepare_store(store: Path, workers: int = 2, **generator_options) -> Path:
     stamp = store.with_name(store.name + ".identity")
     wanted = json.dumps({"videos": procedural_video.identity(opts), "short_side": SHORT_SIDE,
                          "clip_length": CLIP_LENGTH}, sort_keys=True)
-    if store.exists() and stamp.exists() and stamp.read_text() == wanted:
+    current = stamp.read_text() if stamp.exists() else None
+    if current == wanted and store.exists():  # the store gets its name only when complete
         return store
+    if current != wanted:  # the store (or a partial one) was made from other videos: the preprocessing
+        for path in (store, partial_path(store)):  # tool's own identity sees only their names and sizes
+            path.unlink(missing_ok=True)
+        write_atomic(stamp, wanted)  # names what the store at this path is made from, finished or not
     total = len(procedural_video.CLASSES) * opts["groups"] * opts["clips"]
     print(f"procedural videos: {total} MPEG-4 AVIs of {opts['frames']} frames "
           f"({len(procedural_video.CLASSES)} motion classes), seed {opts['seed']}", flush=True)
     root = procedural_video.ensure_videos(store.parent / "videos", **opts)
-    if store.exists():  # made from other videos: the preprocessing tool's own identity sees only names and sizes
-        store.unlink()
     status = preprocess_video.main(["--dataset", "ucf101", "--root", str(root), "--out", str(store),
                                     "--short-side", str(SHORT_SIDE), "--clip-length", str(CLIP_LENGTH),
                                     "--workers", str(workers)])
     if status != preprocess_video.EXIT_OK:
         raise RuntimeError(f"preprocessing {root} into {store} failed (exit status {status})")
-    write_atomic(stamp, wanted)
     return store
 
 
 def run_table(seeds: list[int], extra: list[str]) -> dict[str, dict[str, list[float]]]:
-    from engine.train import train  # here: --prepare needs no engine
-
     results: dict[str, dict[str, list[float]]] = {}
     for seed in seeds:
         for name, overrides in VARIANTS.items():
