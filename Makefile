@@ -22,7 +22,7 @@ ACCELERATE = $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) 
              --mixed_precision no --dynamo_backend no -m
 LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(if $(GPU),$(ACCELERATE),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m))
 
-.PHONY: help setup test train demo demo-sources demo-sources-check cache bench preprocess-video reproduce results gpu-check \
+.PHONY: help setup test train demo demo-sources demo-sources-check demo-video demo-video-data cache bench preprocess-video reproduce results gpu-check \
         evaluate predict clean-runs
 
 help: ## this list
@@ -40,8 +40,11 @@ $(VENV)/.installed: requirements.txt
 test: setup ## run the test suite (CPU, no network)
 	$(PY) -m pytest -q tests
 
-# The embedded demo's two stand-in sources are committed (configs/demo/sources/); check they are current.
-train: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources-check) ## train CONFIG (default: the demo) with ARGS, on NPROC processes
+# The embedded demo's two stand-in sources are committed (configs/demo/sources/): check they are current;
+# the video demo (configs/demo/video_*.yaml) also needs its procedural videos' frame store, made once and reused.
+DEMO_DEPS = $(if $(findstring configs/demo/,$(CONFIG)),demo-sources-check) $(if $(findstring configs/demo/video_,$(CONFIG)),demo-video-data)
+
+train: setup $(DEMO_DEPS) ## train CONFIG (default: the demo) with ARGS, on NPROC processes
 	$(LAUNCH) engine.train --config $(CONFIG) $(ARGS)
 
 demo-sources-check: setup ## check the committed demo sources are current (one line if not)
@@ -55,8 +58,15 @@ demo-sources: setup ## retrain the demo's two stand-in sources and verify the co
 demo: demo-sources-check ## scratch vs SSKT on the demo data, SEEDS seeds, mean +- std table (ARGS to every run)
 	$(PY) -m tools.demo --seeds $(SEEDS) $(ARGS)
 
+# The offline video demo: scratch vs SSKT on procedural motion videos, SEEDS seeds each (mean +- std table).
+demo-video: demo-sources-check ## scratch vs SSKT on procedural motion videos, SEEDS seeds (ARGS to every run)
+	$(PY) -m tools.demo_video --seeds $(SEEDS) $(ARGS)
+
+demo-video-data: setup ## write and preprocess the video demo's procedural videos (once)
+	$(PY) -m tools.demo_video --prepare $(CONFIG) $(ARGS)
+
 # Build the frozen-source output caches of CONFIG ahead of training (train builds them too).
-cache: setup $(if $(findstring configs/demo/,$(CONFIG)),demo-sources-check) ## build CONFIG's source-output caches ahead of training
+cache: setup $(DEMO_DEPS) ## build CONFIG's source-output caches ahead of training
 	$(LAUNCH) tools.cache_sources --config $(CONFIG) $(ARGS)
 
 # Throughput figures and ratios, measured in one run: bench/results.json.

@@ -1,0 +1,194 @@
+"""The offline video demo's data: the procedural shapes (pipelines/datasets/procedural.py) moving
+over their textures, written as real videos in UCF-101's layout.
+
+Every video shows one shape (6 kinds, a nuisance: drawn independently of the class) over a
+static background texture, rendered frame by frame by the 2D set's own renderer at 32x32.
+The action class is the motion, chosen to survive a horizontal flip (the clip views flip):
+
+    Rise      moves up                      Shake     oscillates left-right, 3-4 times
+    Fall      moves down                    Orbit     circles the centre, either sense
+    Slide     moves sideways, either way    Approach  grows (comes closer) in place
+
+Paths are randomised (start, travel, speed, drift) so that a single frame's position and size
+say almost nothing about the class; only the motion does. Pixel noise is partly static, partly
+fresh each frame, as a camera's.
+
+    write_ucf101(root, seed=0, groups=25, clips=2, frames=32)
+
+writes `<root>/<Class>/v_<Class>_gXX_cYY.avi` (MPEG-4 Part 2 in AVI, as UCF-101 ships) and
+`<root>/ucfTrainTestlist/` (classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt) for
+tools/preprocess_video.py. Split k tests a block of groups, as the official lists do (25 groups:
+1-7, 8-14, 15-21; fewer groups: proportionally smaller blocks). A video is a pure function of
+(seed, class, group, clip), every file is written atomically (a killed run leaves no half
+video and continues where it stopped), and `ensure_videos` keeps the set under a folder named
+by its identity (VERSION and every option), so a changed generator never reuses old files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipelines.datasets import procedural
+from pipelines.datasets.procedural import N_UNIFORM, SHAPES, SIZE, U_ANGLE, U_CX, U_CY, U_RADIUS, U_SHAPE
+from pipelines.storage import atomic_path, write_atomic
+
+VERSION = 1  # bump whenever the bytes a (seed, class, group, clip) produces change: it names the cache
+CLASSES = ["Rise", "Fall", "Slide", "Shake", "Orbit", "Approach"]
+DEFAULTS = {"seed": 0, "groups": 25, "clips": 2, "frames": 32, "qscale": 4}
+FPS = 25
+OFFICIAL_GROUPS, OFFICIAL_TEST_BLOCK = 25, 7  # UCF-101: split k tests groups 7(k-1)+1 .. 7k
+STATIC_NOISE = 0.8  # share of the pixel noise's variance that stays the same in every frame
+MARKER = "complete.json"
+
+
+# ---------------------------------------------------------------- motion
+
+def motion_path(label: int, frames: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per-frame shape position and size, [frames] each, in the 2D renderer's units: cx, cy and
+    radius in [0, 1] (0: left/top edge or smallest, 1: right/bottom edge or largest)."""
+    p = np.linspace(0.0, 1.0, frames)
+    x0, y0, size = rng.random(3)
+    drift = rng.uniform(-0.1, 0.1)  # slow motion across the main one, so no path is a pure axis
+    travel = rng.uniform(0.55, 0.9)
+    sign = rng.choice([-1.0, 1.0])
+    name = CLASSES[label]
+    if name in ("Rise", "Fall"):
+        start = rng.uniform(travel, 1.0) if name == "Rise" else rng.uniform(0.0, 1.0 - travel)
+        cy = start + (-travel if name == "Rise" else travel) * p
+        cx, radius = _drift(x0, drift, p), np.full(frames, size)
+    elif name == "Slide":
+        start = rng.uniform(0.0, 1.0 - travel)
+        cx = start + travel * p
+        cx = cx if sign > 0 else 1.0 - cx
+        cy, radius = _drift(y0, drift, p), np.full(frames, size)
+    elif name == "Shake":
+        amplitude = rng.uniform(0.25, 0.45)
+        centre = 0.5 + rng.uniform(-1, 1) * (0.5 - amplitude)
+        cx = centre + amplitude * np.sin(2 * np.pi * (rng.uniform(3.0, 4.0) * p + rng.random()))
+        cy, radius = _drift(y0, drift, p), np.full(frames, size)
+    elif name == "Orbit":
+        r = rng.uniform(0.3, 0.5)
+        angle = 2 * np.pi * (rng.random() + sign * rng.uniform(0.75, 1.0) * p)
+        cx, cy = 0.5 + r * np.cos(angle), 0.5 + r * np.sin(angle)
+        radius = np.full(frames, size)
+    elif name == "Approach":
+        grow = rng.uniform(0.6, 1.0)
+        start = rng.uniform(0.0, 1.0 - grow)
+        radius = start + grow * p
+        cx, cy = _drift(x0, drift, p), _drift(y0, drift, p)
+    else:
+        raise ValueError(f"no motion for class {label}")
+    return {"cx": np.clip(cx, 0, 1), "cy": np.clip(cy, 0, 1), "radius": np.clip(radius, 0, 1)}
+
+
+def _drift(start: float, drift: float, p: np.ndarray) -> np.ndarray:
+    return np.clip(start, abs(drift), 1 - abs(drift)) + drift * (p - 0.5) * 2
+
+
+def render_video(seed: int, label: int, group: int, clip: int, frames: int) -> tuple[np.ndarray, dict]:
+    """uint8 [frames, 32, 32, 3] and the video's factors (shape kind, path); a pure function of its arguments."""
+    rng = np.random.default_rng([seed, label, group, clip])
+    u = np.tile(rng.random(N_UNIFORM, dtype=np.float32), (frames, 1))  # the 2D set's draws: shape, colours, texture
+    path = motion_path(label, frames, rng)
+    u[:, U_CX], u[:, U_CY], u[:, U_RADIUS] = path["cx"], path["cy"], path["radius"]
+    u[:, U_ANGLE] = u[0, U_ANGLE] + np.linspace(0, rng.uniform(-0.2, 0.2), frames)  # a slight turn: nuisance
+    static = rng.standard_normal((1, SIZE, SIZE, 3), dtype=np.float32)
+    fresh = rng.standard_normal((frames, SIZE, SIZE, 3), dtype=np.float32)
+    noise = np.sqrt(STATIC_NOISE) * static + np.sqrt(1 - STATIC_NOISE) * fresh
+    pixels = procedural._render(u, noise)
+    shape = int(min(u[0, U_SHAPE] * len(SHAPES), len(SHAPES) - 1))
+    return pixels, {"shape": shape, **path}
+
+
+# ---------------------------------------------------------------- files
+
+def video_name(label: int, group: int, clip: int) -> str:
+    """UCF-101's path of a video under the root, e.g. Rise/v_Rise_g08_c01.avi."""
+    cls = CLASSES[label]
+    return f"{cls}/v_{cls}_g{group:02d}_c{clip:02d}.avi"
+
+
+def tested_groups(groups: int, split: int) -> range:
+    """Groups that split k (1..3) tests: the official blocks of 7 for 25 groups, scaled for fewer."""
+    block = max(1, round(groups * OFFICIAL_TEST_BLOCK / OFFICIAL_GROUPS))
+    return range((split - 1) * block + 1, min(split * block, groups) + 1)
+
+
+def write_avi(path: Path, pixels: np.ndarray, qscale: int = 4) -> None:
+    """MPEG-4 Part 2 in AVI at a fixed quantiser (ffmpeg's -q:v), published atomically."""
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), "w", format="avi") as container:
+            stream = container.add_stream("mpeg4", rate=Fraction(FPS))
+            stream.height, stream.width = pixels.shape[1:3]
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.qmin = stream.codec_context.qmax = qscale
+            stream.codec_context.thread_count = 1  # one thread: the same bytes on every machine with this libav
+            for image in pixels:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode())
+
+
+def split_lists(groups: int, clips: int) -> dict[str, str]:
+    """The contents of ucfTrainTestlist/'s files, as UCF-101 writes them (1-based class indices)."""
+    files = {"classInd.txt": "".join(f"{i + 1} {c}\n" for i, c in enumerate(CLASSES))}
+    for k in (1, 2, 3):
+        tested = set(tested_groups(groups, k))
+        train, test = [], []
+        for label in range(len(CLASSES)):
+            for group in range(1, groups + 1):
+                for clip in range(1, clips + 1):
+                    name = video_name(label, group, clip)
+                    (test.append(f"{name}\n") if group in tested else train.append(f"{name} {label + 1}\n"))
+        files[f"trainlist0{k}.txt"], files[f"testlist0{k}.txt"] = "".join(train), "".join(test)
+    return files
+
+
+def write_ucf101(root: Path, seed: int = 0, groups: int = 25, clips: int = 2, frames: int = 32,
+                 qscale: int = 4, progress=None) -> list[Path]:
+    """Every video and the split files under `root`; a video already on disk is kept (resume)."""
+    if groups < 3 or clips < 1 or frames < 2:
+        raise ValueError(f"procedural video: need groups >= 3 (one per split), clips >= 1, frames >= 2; "
+                         f"got groups={groups}, clips={clips}, frames={frames}")
+    root = Path(root)
+    for name, text in split_lists(groups, clips).items():
+        write_atomic(root / "ucfTrainTestlist" / name, text)
+    paths = []
+    for label in range(len(CLASSES)):
+        for group in range(1, groups + 1):
+            for clip in range(1, clips + 1):
+                path = root / video_name(label, group, clip)
+                if not path.exists():  # written atomically: present means complete
+                    write_avi(path, render_video(seed, label, group, clip, frames)[0], qscale)
+                paths.append(path)
+                if progress is not None:
+                    progress(len(paths))
+    return paths
+
+
+def options(**given) -> dict:
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"procedural video: unknown option {unknown[0]!r}; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **given}
+
+
+def identity(opts: dict) -> str:
+    """Names the set: the generator's version, its options and the codec library's version."""
+    key = {"version": VERSION, **opts, "libav": av.library_versions.get("libavcodec")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ensure_videos(cache_dir: Path, progress=None, **given) -> Path:
+    """The set's UCF-101-layout root, `<cache_dir>/videos-<identity>`, written (or finished) if needed."""
+    opts = options(**given)
+    root = Path(cache_dir) / f"videos-{identity(opts)}"
+    marker = root / MARKER
+    if not marker.exists():
+        write_ucf101(root, progress=progress, **opts)
+        write_atomic(marker, json.dumps({"version": VERSION, **opts}, sort_keys=True))
+    return root

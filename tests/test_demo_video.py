@@ -1,0 +1,204 @@
+"""The offline video demo's data: procedural motion videos -> UCF-101 layout -> frame store."""
+from __future__ import annotations
+
+import io
+import json
+import types
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.config import load_config
+from engine.train import train
+from pipelines.datasets import procedural_video as pv
+from pipelines.frame_store import OK, TEST, TRAIN, FrameStore
+from tests.conftest import ROOT
+from tests.test_video_train import reset
+from tools import demo_video, preprocess_video
+
+CLASSES = pv.CLASSES
+GROUPS, CLIPS, FRAMES = 8, 2, 16  # 96 videos: enough to tell six motions apart, seconds to write
+
+
+@pytest.fixture(scope="module")
+def ucf(tmp_path_factory):
+    base = tmp_path_factory.mktemp("procedural_video")
+    root = pv.ensure_videos(base / "videos", groups=GROUPS, clips=CLIPS, frames=FRAMES)
+    status = preprocess_video.main(["--dataset", "ucf101", "--root", str(root), "--out", str(base / "store.h5"),
+                                    "--short-side", "32", "--clip-length", "8", "--workers", "1", "--no-progress"])
+    return types.SimpleNamespace(base=base, root=root, store=base / "store.h5", status=status)
+
+
+def test_generation_is_deterministic_by_seed(tmp_path):
+    a, factors = pv.render_video(3, label=4, group=2, clip=1, frames=10)
+    b, _ = pv.render_video(3, label=4, group=2, clip=1, frames=10)
+    c, _ = pv.render_video(4, label=4, group=2, clip=1, frames=10)
+    assert a.shape == (10, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert not np.array_equal(a[0], a[-1])  # it moves
+    assert 0 <= factors["shape"] < len(pv.SHAPES)
+    pv.write_avi(tmp_path / "a.avi", a)
+    pv.write_avi(tmp_path / "b.avi", b)
+    assert (tmp_path / "a.avi").read_bytes() == (tmp_path / "b.avi").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avi", "b.avi"]  # no temporary file left
+
+
+def test_layout_and_split_files_are_ucf101s(ucf):
+    lists = ucf.root / "ucfTrainTestlist"
+    assert (lists / "classInd.txt").read_text().splitlines() == [f"{i + 1} {c}" for i, c in enumerate(CLASSES)]
+    for k in (1, 2, 3):
+        train = (lists / f"trainlist0{k}.txt").read_text().splitlines()
+        test = (lists / f"testlist0{k}.txt").read_text().splitlines()
+        assert len(train) + len(test) == len(CLASSES) * GROUPS * CLIPS
+        for line in train:  # "Class/v_Class_gXX_cYY.avi <1-based class>"
+            name, index = line.split()
+            cls = name.split("/")[0]
+            assert name == f"{cls}/v_{cls}_g{name[-10:-8]}_c{name[-6:-4]}.avi" and (ucf.root / name).is_file()
+            assert int(index) == CLASSES.index(cls) + 1
+            assert int(name[-10:-8]) not in pv.tested_groups(GROUPS, k)
+        assert {int(n[-10:-8]) for n in test} == set(pv.tested_groups(GROUPS, k))
+    assert list(pv.tested_groups(25, 1)) == list(range(1, 8)) and list(pv.tested_groups(25, 3)) == list(range(15, 22))
+    entries, classes = preprocess_video.ucf101_entries(ucf.root, None)  # what the tool reads
+    assert classes == CLASSES and len(entries) == len(CLASSES) * GROUPS * CLIPS
+    assert all(e.source and e.source.endswith(".avi") for e in entries)
+    with av.open(entries[0].source) as c:
+        assert c.format.name == "avi" and c.streams.video[0].codec_context.name == "mpeg4"
+
+
+def test_frame_store_counts_balance_and_pixels(ucf):
+    assert ucf.status == preprocess_video.EXIT_OK
+    store = FrameStore(ucf.store)
+    t = store.table
+    assert t.classes == CLASSES and len(t.names) == len(CLASSES) * GROUPS * CLIPS
+    assert np.all(t.status == OK) and np.all(t.frame_count == FRAMES) and np.all(t.fps == pv.FPS)
+    for k in range(3):
+        for flag in (TRAIN, TEST):
+            counts = np.bincount(t.labels[t.splits[:, k] == flag], minlength=len(CLASSES))
+            assert len(set(counts)) == 1 and counts[0] > 0  # every class equally often in every split
+    row = t.names.index("Orbit/v_Orbit_g03_c02")
+    rendered, _ = pv.render_video(0, CLASSES.index("Orbit"), 3, 2, FRAMES)
+    stored = np.stack([jpeg_rgb(store, row, f) for f in range(FRAMES)])
+    assert stored.shape == rendered.shape
+    error = np.abs(stored.astype(float) - rendered).mean()  # MPEG-4 (4:2:0) and JPEG smooth the pixel noise
+    other, _ = pv.render_video(0, CLASSES.index("Orbit"), 4, 2, FRAMES)
+    assert error < 20 and error < 0.5 * np.abs(stored.astype(float) - other).mean()
+
+
+def test_motion_separates_the_classes_while_a_single_frame_does_not(ucf):
+    store = FrameStore(ucf.store)
+    t = store.table
+    features = np.stack([motion_features(np.stack([jpeg_rgb(store, row, f) for f in range(FRAMES)]))
+                         for row in range(len(t.names))])
+    accuracy = np.mean([nearest_class_mean(features[train], t.labels[train], features[~train], t.labels[~train])
+                        for train in (t.splits == TRAIN).T])  # the three official splits
+    print(f"motion features: {accuracy:.2f}")
+    assert accuracy >= 0.75, accuracy  # chance: 1/6
+    # One frame: where the shape is and how big, taken from the generator itself (exact, no tracking
+    # error), at a random moment of each of 600 videos: about chance.
+    rng = np.random.default_rng(0)
+    geometry, labels = [], []
+    for label in range(len(CLASSES)):
+        for i in range(100):
+            path = pv.motion_path(label, FRAMES, np.random.default_rng([9, label, i]))
+            f = rng.integers(FRAMES)
+            geometry.append([path["cx"][f], path["cy"][f], path["radius"][f]])
+            labels.append(label)
+    geometry, labels = np.asarray(geometry), np.asarray(labels)
+    fit = np.arange(len(labels)) % 4 != 0
+    single = nearest_neighbours(geometry[fit], labels[fit], geometry[~fit], labels[~fit])
+    print(f"single frame: {single:.2f}")
+    assert single < 0.35, single
+
+
+def test_rerun_finishes_an_interrupted_set_and_options_name_the_set(tmp_path):
+    opts = {"groups": 3, "clips": 1, "frames": 4}
+    root = pv.ensure_videos(tmp_path, **opts)
+    first = {p: p.read_bytes() for p in sorted(root.rglob("*.avi"))}
+    assert len(first) == len(CLASSES) * 3
+    # An interrupted run: some videos missing, no completion marker.
+    (root / pv.MARKER).unlink()
+    for path in list(first)[::4]:
+        path.unlink()
+    assert pv.ensure_videos(tmp_path, **opts) == root
+    assert {p: p.read_bytes() for p in sorted(root.rglob("*.avi"))} == first
+    assert pv.ensure_videos(tmp_path, **{**opts, "seed": 1}) != root  # other options, other folder
+    with pytest.raises(ValueError, match="unknown option 'fps'"):
+        pv.options(fps=30)
+
+
+def test_prepare_store_reuses_a_current_store_and_rebuilds_a_stale_one(tmp_path, monkeypatch):
+    store = tmp_path / "demo" / "procedural_video.h5"
+    calls = []
+    real = preprocess_video.main
+    monkeypatch.setattr(preprocess_video, "main", lambda argv: calls.append(argv) or real(argv))
+    opts = {"groups": 3, "clips": 1, "frames": 9}
+    assert demo_video.prepare_store(store, workers=1, **opts) == store
+    assert FrameStore(store).table.frame_count.tolist() == [9] * len(CLASSES) * 3
+    demo_video.prepare_store(store, workers=1, **opts)
+    assert len(calls) == 1  # current: reused as is
+    demo_video.prepare_store(store, workers=1, **{**opts, "seed": 5})
+    assert len(calls) == 2  # other videos (same names and sizes possible): made again
+    new = FrameStore(store)
+    stored = jpeg_rgb(new, new.table.names.index("Rise/v_Rise_g01_c01"), 4).astype(float)
+    assert np.abs(stored - pv.render_video(5, 0, 1, 1, 9)[0][4]).mean() < 0.5 * np.abs(
+        stored - pv.render_video(0, 0, 1, 1, 9)[0][4]).mean()  # the new videos' pixels, not the old ones'
+
+
+def test_the_demo_config_trains_on_a_tiny_prepared_set(tmp_path, source_checkpoint):
+    """configs/demo/video_sskt.yaml as shipped, on 18 videos, 1 epoch, sources cached (stand-in weights)."""
+    store = demo_video.prepare_store(tmp_path / "procedural_video.h5", workers=1, groups=3, clips=1, frames=16)
+    cfg = load_config(ROOT / "configs/demo/video_sskt.yaml", [
+        f"data.root={store}", "data.workers=0", "train.epochs=1", "train.progress=false",
+        f"sources.0.weights={source_checkpoint}", f"sources.1.weights={source_checkpoint}",
+        f"source_cache.root={tmp_path / 'cache'}", f"run.root={tmp_path / 'runs'}"])
+    try:
+        summary = train(cfg)
+    finally:
+        reset()
+    assert summary["metric"] == "test/video_top1" and summary["epochs"] == 1
+    final = json.loads((cfg.run_dir() / "summary.json").read_text())["final"]
+    assert final["test/videos"] == len(pv.CLASSES) and final["test/clips"] == len(pv.CLASSES) * 16 // 8
+    assert 0 <= final["test/clip_top1"] <= 100 and 0 <= final["test/video_top1"] <= 100
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir())  # the sources' per-frame outputs were cached
+
+
+# ---------------------------------------------------------------- helpers
+
+def jpeg_rgb(store: FrameStore, row: int, frame: int) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(store.frame_jpeg(row, frame).tobytes())).convert("RGB"))
+
+
+def motion_features(frames: np.ndarray) -> np.ndarray:
+    """A trivial motion descriptor: track where the frames differ from the video's median frame (the
+    static background, mostly; each frame's 75th percentile of that difference is its noise floor), then
+    net vertical and horizontal displacement, path lengths (and whether both axes move), change of spread."""
+    f = frames.astype(np.float32)
+    difference = np.abs(f - np.median(f, axis=0)).sum(-1)
+    weight = np.maximum(difference - np.percentile(difference, 75, axis=(1, 2), keepdims=True), 0)
+    yy, xx = np.mgrid[0:f.shape[1], 0:f.shape[2]]
+    total = weight.sum((1, 2)) + 1e-6
+    cx, cy = (weight * xx).sum((1, 2)) / total, (weight * yy).sum((1, 2)) / total
+    spread = np.sqrt((weight * ((xx - cx[:, None, None]) ** 2 + (yy - cy[:, None, None]) ** 2)).sum((1, 2)) / total)
+    q = max(1, len(f) // 4)
+
+    def net(a):
+        return a[-q:].mean() - a[:q].mean()
+
+    path_x, path_y = np.abs(np.diff(cx)).sum(), np.abs(np.diff(cy)).sum()
+    return np.array([net(cy), abs(net(cx)), path_x, path_y, min(path_x, path_y), net(spread)])
+
+
+def nearest_class_mean(x_fit, y_fit, x, y) -> float:
+    mu, sd = x_fit.mean(0), x_fit.std(0) + 1e-6
+    means = np.stack([((x_fit - mu) / sd)[y_fit == k].mean(0) for k in range(len(CLASSES))])
+    predicted = np.argmin(((((x - mu) / sd)[:, None] - means[None]) ** 2).sum(-1), axis=1)
+    return float((predicted == y).mean())
+
+
+def nearest_neighbours(x_fit, y_fit, x, y, k: int = 15) -> float:
+    distances = ((x[:, None] - x_fit[None]) ** 2).sum(-1)
+    votes = y_fit[np.argsort(distances, axis=1)[:, :k]]
+    predicted = np.array([np.bincount(v, minlength=len(CLASSES)).argmax() for v in votes])
+    return float((predicted == y).mean())
