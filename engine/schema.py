@@ -7,9 +7,9 @@ schema validates against that registry instead of a `Literal` copied by hand:
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from typing import Annotated, Callable, Iterable, Mapping
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class ConfigError(Exception):
@@ -31,3 +31,9 @@ def registered(registry: Mapping | Callable[[], Iterable[str]], what: str) -> Af
         return name
 
     return AfterValidator(check)
+
+
+# Constrained numbers that several method sections share (a range error names the key, exit 2).
+Temperature = Annotated[float, Field(gt=0.0)]
+Weight = Annotated[float, Field(ge=0.0)]  # a loss term's weight
+FocalGamma = Annotated[float, Field(ge=0.0)]

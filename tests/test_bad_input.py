@@ -71,6 +71,14 @@ BAD = [
     ("source_cache.memory_gb=-1", "source_cache.memory_gb"),
     ("source_cache.batch_size=0", "source_cache.batch_size"),
     ("method.name=distill", "method"),
+    ("method.alpha=-0.1", "method.alpha"),
+    ("method.temperature=0", "method.temperature"),
+    ("method.focal_gamma=-1", "method.focal_gamma"),
+    ("method.aux_loss=l2", "method.aux_loss"),
+    ("method.aux_reduction=sum", "method.aux_reduction"),
+    ("method={name: kd, alpha: 1.5}", "method.alpha"),
+    ("method={name: maxl, psi: 0}", "method.psi"),
+    ("method={name: dml, temperature: -1}", "method.temperature"),
 ]
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "optim": OptimConfig, "sources.0": SourceConfig,

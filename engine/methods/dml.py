@@ -20,7 +20,7 @@ import torch
 from engine.losses import TASK_LOSSES, binary_kd, kd
 from engine.methods.base import Deployed, Method, MethodConfig, Step, register_method
 from engine.methods.scratch import TaskLoss
-from engine.schema import registered
+from engine.schema import FocalGamma, Temperature, registered
 from models.registry import target_names
 
 
@@ -28,8 +28,8 @@ class DMLConfig(MethodConfig):
     name: Literal["dml"] = "dml"
     task_loss: TaskLoss = "ce"
     peers: list[Annotated[str, registered(target_names, "target")]] | None = None  # default: [model.target]
-    temperature: float = 1.0
-    focal_gamma: float = 2.0
+    temperature: Temperature = 1.0
+    focal_gamma: FocalGamma = 2.0
 
     def check(self, config):
         if config.sources:

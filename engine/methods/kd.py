@@ -7,21 +7,23 @@ the same formula with one sigmoid per class, (1 - alpha) * BCE + alpha * T^2 * b
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from engine.losses import TASK_LOSSES, binary_kd, kd
 from engine.methods.base import LossMethod, MethodConfig, register_method
 from engine.methods.scratch import TaskLoss
-from engine.schema import ConfigError
+from engine.schema import ConfigError, FocalGamma, Temperature
 
 
 class KDConfig(MethodConfig):
     name: Literal["kd"] = "kd"
     task_loss: TaskLoss = "ce"
-    alpha: float = 0.9  # weight of the distillation term
-    temperature: float = 4.0
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9  # weight of the distillation term
+    temperature: Temperature = 4.0
     reduction: Literal["batchmean", "mean"] = "batchmean"
-    focal_gamma: float = 2.0
+    focal_gamma: FocalGamma = 2.0
 
     def check(self, config):
         if len(config.sources) != 1:

@@ -27,14 +27,14 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch.func import functional_call
 
 from engine.losses import TASK_LOSSES, soft_focal
 from engine.methods.base import Deployed, Method, MethodConfig, Step, register_method
 from engine.methods.scratch import TaskLoss
 from engine.optim import OptimConfig
-from engine.schema import ConfigError
+from engine.schema import ConfigError, FocalGamma, Weight
 from models.registry import build_head
 
 AUX_HEAD = "auxiliary"
@@ -49,10 +49,10 @@ def generator_optim_default() -> OptimConfig:
 class MAXLConfig(MethodConfig):
     name: Literal["maxl"] = "maxl"
     task_loss: TaskLoss = "focal"  # MAXL's code: focal loss on the primary task too
-    focal_gamma: float = 2.0
-    psi: int | list[int] = 5  # auxiliary sub-classes per primary class (one number, or one per class)
-    aux_weight: float = 1.0
-    entropy_weight: float = 0.2
+    focal_gamma: FocalGamma = 2.0
+    psi: PositiveInt | list[PositiveInt] = 5  # auxiliary sub-classes per primary class (one number, or one per class)
+    aux_weight: Weight = 1.0
+    entropy_weight: Weight = 0.2
     lookahead: Literal["second_order", "finite_difference"] = "second_order"
     generator: str | None = None  # label generator architecture (a models.registry target); default model.target
     generator_optim: OptimConfig = Field(default_factory=generator_optim_default)

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from engine.losses import TASK_LOSSES
 from engine.methods.base import LossMethod, MethodConfig, register_method
-from engine.schema import registered
+from engine.schema import FocalGamma, registered
 
 TaskLoss = Annotated[str, registered(TASK_LOSSES, "task loss")]
 
@@ -13,7 +13,7 @@ TaskLoss = Annotated[str, registered(TASK_LOSSES, "task loss")]
 class ScratchConfig(MethodConfig):
     name: Literal["scratch"] = "scratch"
     task_loss: TaskLoss = "ce"
-    focal_gamma: float = 2.0
+    focal_gamma: FocalGamma = 2.0
 
     def check(self, config):
         if config.sources:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from engine.losses import AUX_LOSSES, TASK_LOSSES
 from engine.methods.base import LossMethod, MethodConfig, register_method
 from engine.methods.scratch import TaskLoss
-from engine.schema import registered
+from engine.schema import FocalGamma, Temperature, Weight, registered
 from models.registry import build_head
 
 
@@ -14,10 +14,10 @@ class SSKTConfig(MethodConfig):
     name: Literal["sskt"] = "sskt"
     task_loss: TaskLoss = "ce"
     aux_loss: Annotated[str, registered(AUX_LOSSES, "auxiliary loss")] = "kd"
-    alpha: float = 0.1  # weight of the auxiliary terms
-    temperature: float = 3.0
+    alpha: Weight = 0.1  # weight of the auxiliary terms
+    temperature: Temperature = 3.0
     aux_reduction: Literal["mean", "batchmean"] = "batchmean"  # reference KD: 'mean' (over batch x classes)
-    focal_gamma: float = 2.0
+    focal_gamma: FocalGamma = 2.0
 
     def check(self, config):
         if not config.sources:
