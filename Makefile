@@ -70,8 +70,9 @@ cache: setup $(DEMO_DEPS) ## build CONFIG's source-output caches ahead of traini
 	$(LAUNCH) tools.cache_sources --config $(CONFIG) $(ARGS)
 
 # Throughput figures and ratios, measured in one run: bench/results.json.
-bench: setup ## throughput figures: bench/results.json
-	$(PY) -m tools.bench
+# Figures go to a new dated file; OUT=bench/results.json updates the tracked one.
+bench: setup ## throughput figures: bench/results-<time>.json (OUT=bench/results.json: the tracked file)
+	$(PY) -m tools.bench $(if $(OUT),--out $(OUT))
 
 # Decode a video data set once into an HDF5 frame store (exit status 3: finished, some videos failed).
 #   make preprocess-video DATASET=ucf101 ROOT=data/UCF-101 OUT=data/ucf101.h5 [ARGS="--workers 8"]

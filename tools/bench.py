@@ -41,7 +41,7 @@ from engine.checkpoint import save_deployed
 from engine.config import Config, DataConfig, SourceCacheConfig, SourceConfig
 from engine.loop import train_one_epoch
 from engine.methods import Context, build_method
-from engine.provenance import provenance
+from engine.provenance import dated_path, provenance
 from engine.source_cache import open_cached_source
 from engine.source_outputs import LiveSource, SourceOutputs
 from models.sources import load_source
@@ -198,8 +198,10 @@ def main(argv=None) -> int:
     parser.add_argument("--clip-batch", type=int, default=2, help="3D SSKT part: clips per step (CPU: keep it small)")
     parser.add_argument("--clip-steps", type=int, default=2, help="3D SSKT part: timed steps per setting")
     parser.add_argument("--only", choices=("video", "video3d"), help="run one part only (default: all)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: a new dated bench/results-<time>.json; --out bench/results.json updates the tracked one")
     args = parser.parse_args(argv)
+    args.out = args.out or dated_path(Path("bench/results.json"))
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
