@@ -37,9 +37,10 @@ demo-sources: setup
 demo: demo-sources
 	$(PY) -m tools.demo --seeds $(SEEDS)
 
-# The offline video demo: scratch vs SSKT on procedural motion videos, SEEDS seeds each (mean +- std table).
+# The offline video demo: scratch vs SSKT on procedural motion videos, SEEDS seeds each (mean +- std table);
+# ARGS (e.g. "train.epochs=4") apply to every run.
 demo-video: demo-sources
-	$(PY) -m tools.demo_video --seeds $(SEEDS)
+	$(PY) -m tools.demo_video $(ARGS) --seeds $(SEEDS)
 
 demo-video-data: setup
 	$(PY) -m tools.demo_video --prepare $(CONFIG) $(ARGS)
