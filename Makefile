@@ -56,11 +56,11 @@ demo-sources: setup ## retrain the demo's two stand-in sources and verify the co
 
 # The demo table (tools/demo_table.yaml), SEEDS seeds per row, mean +- std; ARGS go to every run.
 demo: demo-sources-check ## scratch vs SSKT on the demo data, SEEDS seeds, mean +- std table (ARGS to every run)
-	$(PY) -m tools.demo --seeds $(SEEDS) $(ARGS)
+	$(PY) -m tools.demo $(ARGS) --seeds $(SEEDS)
 
 # The offline video demo: scratch vs SSKT on procedural motion videos, SEEDS seeds each (mean +- std table).
 demo-video: demo-sources-check ## scratch vs SSKT on procedural motion videos, SEEDS seeds (ARGS to every run)
-	$(PY) -m tools.demo_video --seeds $(SEEDS) $(ARGS)
+	$(PY) -m tools.demo_video $(ARGS) --seeds $(SEEDS)
 
 demo-video-data: setup ## write and preprocess the video demo's procedural videos (once)
 	$(PY) -m tools.demo_video --prepare $(CONFIG) $(ARGS)

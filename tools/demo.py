@@ -53,6 +53,8 @@ class Table:
 
     @classmethod
     def load(cls, path: Path = TABLE) -> "Table":
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: table file not found")
         raw = yaml.safe_load(Path(path).read_text())
         if not isinstance(raw, dict) or not isinstance(raw.get("rows"), list) or not raw["rows"]:
             raise ConfigError(f"{path}: expected a mapping with a non-empty list `rows`")
