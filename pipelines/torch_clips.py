@@ -3,10 +3,10 @@ lazily in the worker, after the fork) and renders them with pipelines.render.ren
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
-from pipelines.loaders import to_float_images
 from pipelines.render import render_clip
+from pipelines.torch_loaders import PlannedDataLoader
 from pipelines.views import ClipViewSet
 
 
@@ -25,33 +25,12 @@ class _Clips(Dataset):
                 "video": torch.tensor(index)}
 
 
-class _PlannedClips(Sampler):
-    def __init__(self, plan):
-        self.plan, self.current = plan, 0
-
-    def __iter__(self):
-        for b in self.plan(self.current):
-            yield list(zip(b.indices.tolist(), b.views.tolist(), b.starts.tolist()))
-
-    def __len__(self):
-        return len(self.plan(self.current))
+def clip_keys(batch) -> list[tuple[int, int, int]]:
+    return list(zip(batch.indices.tolist(), batch.views.tolist(), batch.starts.tolist()))
 
 
-class TorchClipLoader:
+class TorchClipLoader(PlannedDataLoader):
     """Batches {image float [B, 3, T, H, W] in [0, 1], label, index, view, start, video} on `device`."""
 
     def __init__(self, videos, clip_views: ClipViewSet, plan, device: torch.device, workers: int = 2):
-        self.sampler, self.device = _PlannedClips(plan), torch.device(device)
-        self.loader = DataLoader(_Clips(videos, clip_views, plan.length), batch_sampler=self.sampler,
-                                 num_workers=workers, pin_memory=self.device.type == "cuda",
-                                 persistent_workers=workers > 0)
-
-    def __len__(self):
-        return len(self.sampler)
-
-    def epoch(self, epoch: int):
-        self.sampler.current = epoch
-        for batch in self.loader:
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            batch["image"] = to_float_images(batch["image"])
-            yield batch
+        super().__init__(_Clips(videos, clip_views, plan.length), plan, clip_keys, device, workers)

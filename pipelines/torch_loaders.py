@@ -28,25 +28,30 @@ class _ViewedImages(Dataset):
 
 
 class _PlannedBatches(Sampler):
-    """Yields the plan's (index, view) batches; the epoch is set before each pass."""
+    """Yields the plan's batches as dataset keys; the epoch is set before each pass."""
 
-    def __init__(self, plan: PlanFn):
-        self.plan, self.current = plan, 0
+    def __init__(self, plan: PlanFn, keys):
+        self.plan, self.keys, self.current = plan, keys, 0
 
     def __iter__(self):
         for batch in self.plan(self.current):
-            yield list(zip(batch.indices.tolist(), batch.views.tolist()))
+            yield self.keys(batch)
 
     def __len__(self):
         return len(self.plan(self.current))
 
 
-class TorchLoader:
-    def __init__(self, images: ImageSet, view_set: ViewSet, plan: PlanFn, device: torch.device, workers: int = 2):
-        self.sampler = _PlannedBatches(plan)
-        self.device = device
-        self.loader = DataLoader(_ViewedImages(images, view_set), batch_sampler=self.sampler, num_workers=workers,
-                                 pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+class PlannedDataLoader:
+    """A DataLoader whose batches are a plan's (pipelines.plan), moved to `device` as float images.
+
+    `keys(batch)` turns one planned batch into the dataset keys of its samples; images and clips
+    differ only in their dataset and keys.
+    """
+
+    def __init__(self, dataset: Dataset, plan, keys, device: torch.device, workers: int = 2):
+        self.sampler, self.device = _PlannedBatches(plan, keys), torch.device(device)
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
+                                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
 
     def __len__(self):
         return len(self.sampler)
@@ -57,3 +62,12 @@ class TorchLoader:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             batch["image"] = to_float_images(batch["image"])
             yield batch
+
+
+def image_keys(batch) -> list[tuple[int, int]]:
+    return list(zip(batch.indices.tolist(), batch.views.tolist()))
+
+
+class TorchLoader(PlannedDataLoader):
+    def __init__(self, images: ImageSet, view_set: ViewSet, plan: PlanFn, device: torch.device, workers: int = 2):
+        super().__init__(_ViewedImages(images, view_set), plan, image_keys, device, workers)
