@@ -23,6 +23,8 @@ from models.heads import head_names
 from models.registry import target_names
 from models.sources import FORMATS
 from pipelines.datasets import READERS
+from pipelines.datasets.video import VIDEO_READERS
+from pipelines.loaders import LOADERS, no_clip_loader
 from pipelines.views import ViewSet
 
 __all__ = ["Config", "ConfigError", "OptimConfig", "load_config", "dump_config"]
@@ -35,8 +37,7 @@ class DataConfig(Strict):
     image_size: PositiveInt | None = None  # base size for file data sets (VOC); arrays keep their own
     pad: NonNegativeInt = 4  # views are pad-`pad` crops x flips of the base image
     views: PositiveInt = 162  # K views per training sample (2 = original + mirror; 162 = every pad-4 crop x flip)
-    # pipelines.loaders has no name registry yet (its if-chain is the list): keep this in step with build_loader
-    loader: Literal["auto", "torch", "resident", "dali"] = "auto"  # auto: see pipelines.loaders.choose_loader
+    loader: Annotated[str, registered(LOADERS, "loader")] = "auto"  # pipelines.loaders.LOADERS; auto: choose_loader
     workers: NonNegativeInt = 2
     batch_size: PositiveInt = 128  # global batch, split across processes (a multiple of their count)
     eval_batch_size: PositiveInt = 256
@@ -64,6 +65,13 @@ class DataConfig(Strict):
             except ValueError as e:
                 raise ValueError(str(e).removeprefix("views: ").split(", got")[0]) from None
         return views
+
+    @field_validator("loader")
+    @classmethod
+    def _loader_reads_clips(cls, loader, info):
+        if info.data.get("dataset") in VIDEO_READERS and LOADERS[loader].clips is None:
+            raise ValueError(no_clip_loader(loader))
+        return loader
 
 
 class ModelConfig(Strict):

@@ -3,7 +3,8 @@
     data.train_loader      batches {image, label, index, view (+ start, video for clips)} per epoch
     data.source_outputs    batch -> {source name: logits}, live or cached (engine.source_outputs)
     data.evaluators        {split: (network, prefix) -> {prefix + metric: value}}: test, and val when
-                           data.val_fraction holds part of the training set out (images only)
+                           data.val_fraction holds part of the training set out (images only);
+                           `build_evaluator(cfg, split, accelerator)` makes one (engine.evaluate too)
     data.metric            the metric the run reports and selects `best` by
     data.input_size        what an exported network expects: [H, W] images or [T, H, W] clips
 
@@ -43,6 +44,15 @@ def build_data(cfg, splits: dict, sources, accelerator) -> Data:
     return build_image_data(cfg, splits, sources, accelerator)
 
 
+def build_evaluator(cfg, split, accelerator) -> Callable:
+    """`(network, prefix) -> {prefix + metric: value}` on one split: the evaluation training runs every
+    `train.eval_every` epochs and engine.evaluate runs on a saved checkpoint (one code path)."""
+    if is_video(split):
+        from engine.video import build_video_evaluator
+        return build_video_evaluator(cfg, split, accelerator)
+    return build_image_evaluator(cfg, split, accelerator)
+
+
 def build_image_data(cfg, splits: dict, sources, accelerator) -> Data:
     train_set, test_set = splits["train"], splits["test"]
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -50,12 +60,6 @@ def build_image_data(cfg, splits: dict, sources, accelerator) -> Data:
     train_loader = build_loader(
         cfg.data.loader, train_set, view_set, device=device, workers=cfg.data.workers,
         plan=lambda epoch: train_plan(len(train_set), view_set, cfg.data.batch_size, cfg.seed, epoch, rank, world))
-    metrics = build_eval_metrics(test_set.num_classes, test_set.multilabel).to(device)
-
-    def evaluator(images):
-        loader = build_loader(cfg.data.loader, images, EVAL_VIEWS, device=device, workers=cfg.data.workers,
-                              plan=lambda epoch: eval_plan(len(images), cfg.data.eval_batch_size, rank, world))
-        return lambda network, prefix: evaluate(accelerator, network, loader, metrics, prefix)
 
     providers = {}
     for source_cfg, source in zip(cfg.sources, sources):
@@ -66,5 +70,14 @@ def build_image_data(cfg, splits: dict, sources, accelerator) -> Data:
                                                         source_cfg.cache, accelerator, progress=cfg.train.progress)
             source.to("cpu")  # not needed on the device any more: its outputs are stored
     return Data(train_loader, SourceOutputs(providers),
-                {name: evaluator(images) for name, images in splits.items() if name != "train"},
+                {name: build_image_evaluator(cfg, images, accelerator) for name, images in splits.items() if name != "train"},
                 primary_metric(test_set.multilabel), list(train_set.image_size), view_set.describe())
+
+
+def build_image_evaluator(cfg, images, accelerator) -> Callable:
+    """Top-1/top-5 (mAP and sample AP for multi-label data) on the original view of every image."""
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    loader = build_loader(cfg.data.loader, images, EVAL_VIEWS, device=device, workers=cfg.data.workers,
+                          plan=lambda epoch: eval_plan(len(images), cfg.data.eval_batch_size, rank, world))
+    metrics = build_eval_metrics(images.num_classes, images.multilabel).to(device)
+    return lambda network, prefix: evaluate(accelerator, network, loader, metrics, prefix)

@@ -3,9 +3,11 @@
     python -m engine.evaluate --run runs/demo/sskt/seed0 [--which final|best|epoch_010]
     python -m engine.evaluate --checkpoint model.pt --config configs/... [key=value ...]
 
-Prints the metrics (top-1/top-5, or mAP and sample AP for multi-label data) and writes them as
-`eval_<checkpoint>.json` in the run folder (with --run) or beside the checkpoint. The checkpoint
-is read as a deployed network: it carries its architecture, input size, mean and std.
+Prints the metrics (top-1/top-5, or mAP and sample AP for multi-label data; for video runs clip
+and video accuracy and the validation clips' accuracy, engine.video) and writes them as
+`eval_<checkpoint>.json` in the run folder (with --run) or beside the checkpoint. The test split is
+scored by the very evaluator training uses. The checkpoint is read as a deployed network: it
+carries its architecture, input size, mean and std.
 """
 from __future__ import annotations
 
@@ -18,15 +20,11 @@ from types import SimpleNamespace
 import torch
 
 from engine.config import ConfigError, load_config
-from engine.loop import evaluate
-from engine.metrics import build_eval_metrics
+from engine.data import build_evaluator
 from engine.train import exit_status, make_accelerator
 from models.sources import FrozenSource, load_source
 from pipelines.datasets import build_split
-from pipelines.loaders import build_loader
-from pipelines.plan import eval_plan
 from pipelines.storage import write_atomic
-from pipelines.views import EVAL_VIEWS
 
 
 def load_deployed(path: Path) -> tuple[FrozenSource, dict]:
@@ -40,14 +38,11 @@ def load_deployed(path: Path) -> tuple[FrozenSource, dict]:
 
 
 def evaluate_checkpoint(cfg, checkpoint_path: Path) -> dict[str, float]:
-    accelerator = make_accelerator(cfg, checkpoint_path.parent)  # the run's precision: the same figures
+    """The test split scored as training scores it (engine.data.build_evaluator): the same figures."""
+    accelerator = make_accelerator(cfg, checkpoint_path.parent)  # the run's precision
     network, _ = load_deployed(checkpoint_path)
-    test_set = build_split(cfg.data, "test")
-    loader = build_loader(cfg.data.loader, test_set, EVAL_VIEWS, device=accelerator.device, workers=cfg.data.workers,
-                          plan=lambda epoch: eval_plan(len(test_set), cfg.data.eval_batch_size,
-                                                       accelerator.process_index, accelerator.num_processes))
-    metrics = build_eval_metrics(test_set.num_classes, test_set.multilabel).to(accelerator.device)
-    return evaluate(accelerator, network.to(accelerator.device), loader, metrics)
+    evaluate = build_evaluator(cfg, build_split(cfg.data, "test"), accelerator)
+    return evaluate(network.to(accelerator.device), "test/")
 
 
 def run_evaluation(args) -> dict:

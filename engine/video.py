@@ -41,25 +41,16 @@ def clip_view_sets(cfg) -> tuple[ClipViewSet, ClipViewSet]:
 
 
 def build_video_data(cfg, splits: dict, sources, accelerator) -> Data:
-    train_set, test_set = splits["train"], splits["test"]
+    train_set = splits["train"]
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     data = cfg.data
-    if data.loader not in ("auto", "dali", "torch"):
-        raise ConfigError(f"data.loader: clips load with auto, dali or torch, got {data.loader!r}")
-    train_views, eval_views = clip_view_sets(cfg)
+    train_views, _ = clip_view_sets(cfg)
     cached = [s.cache != "off" for s in cfg.sources]
     stride = cfg.source_cache.frame_stride if any(cached) else 1
     train_plan = ClipPlan(tuple(train_set.frame_counts.tolist()), data.clip_length, data.batch_size, train=True,
                           view_count=train_views.count, seed=cfg.seed, rank=rank, world=world, centre_stride=stride)
     train_loader = build_clip_loader(data.loader, train_set, train_views, train_plan, device, data.workers)
-
-    def eval_loader(clips_per_video: int):
-        plan = ClipPlan(tuple(test_set.frame_counts.tolist()), data.clip_length, data.eval_batch_size, train=False,
-                        rank=rank, world=world, eval_clips=clips_per_video)
-        return build_clip_loader(data.loader, test_set, eval_views, plan, device, data.workers)
-
-    test_loader = eval_loader(0)
-    val_loader = eval_loader(data.val_clips) if data.val_clips else None
+    evaluate = build_video_evaluator(cfg, splits["test"], accelerator)
 
     providers = {}
     for source_cfg, source in zip(cfg.sources, sources):
@@ -71,46 +62,60 @@ def build_video_data(cfg, splits: dict, sources, accelerator) -> Data:
                                                       progress=cfg.train.progress)
             source.to("cpu")
 
-    labels = torch.as_tensor(test_set.labels, device=device)
-
-    def evaluate(network, prefix: str) -> dict[str, float]:
-        record = evaluate_clips(accelerator, network, test_loader, labels, prefix)
-        if val_loader is not None:
-            val = evaluate_clips(accelerator, network, val_loader, labels, prefix)
-            record.update({f"{prefix}val_clip_top1": val[f"{prefix}clip_top1"], f"{prefix}val_loss": val[f"{prefix}loss"],
-                           f"{prefix}val_clips": val[f"{prefix}clips"]})
-        return record
-
     describe = (f"{train_views.describe()}, {data.clip_length}-frame clips"
                 + (f", sources cached every {stride}. frame" if any(cached) else ""))
     return Data(train_loader, SourceOutputs(providers), {"test": evaluate}, "video_top1",
                 [data.clip_length, data.sample_size, data.sample_size], describe)
 
 
+def build_video_evaluator(cfg, test_set, accelerator):
+    """`(network, prefix) -> record` on the test videos: clip and video accuracy over every clip, and
+    the reference's validation clips (data.val_clips) beside them."""
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    data = cfg.data
+    _, eval_views = clip_view_sets(cfg)
+
+    def eval_loader(clips_per_video: int):
+        plan = ClipPlan(tuple(test_set.frame_counts.tolist()), data.clip_length, data.eval_batch_size, train=False,
+                        rank=rank, world=world, eval_clips=clips_per_video)
+        return build_clip_loader(data.loader, test_set, eval_views, plan, device, data.workers)
+
+    test_loader = eval_loader(0)
+    val_loader = eval_loader(data.val_clips) if data.val_clips else None
+    labels = torch.as_tensor(test_set.labels, device=device)
+
+    def evaluate(network, prefix: str) -> dict[str, float]:
+        record = evaluate_clips(accelerator, network, test_loader, labels, test_set.num_classes, prefix)
+        if val_loader is not None:
+            val = evaluate_clips(accelerator, network, val_loader, labels, test_set.num_classes, prefix)
+            record.update({f"{prefix}val_clip_top1": val[f"{prefix}clip_top1"], f"{prefix}val_loss": val[f"{prefix}loss"],
+                           f"{prefix}val_clips": val[f"{prefix}clips"]})
+        return record
+
+    return evaluate
+
+
 @torch.no_grad()
-def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, prefix: str = "test/") -> dict[str, float]:
+def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, num_classes: int,
+                   prefix: str = "test/") -> dict[str, float]:
     """Clip accuracy and loss over the loader's clips, and video accuracy from the mean softmax of each
-    video's clips; every process scores its share of the clips, the sums are reduced."""
+    video's clips; every process scores its share of the clips (maybe none), the sums are reduced."""
     network.eval()
     device = accelerator.device
     num_videos = len(video_labels)
-    scores = None  # [videos, classes] summed softmax
+    scores = torch.zeros(num_videos, num_classes, device=device)  # summed softmax
     clips = torch.zeros(num_videos, device=device)
     totals = torch.zeros(4, device=device)  # clips, correct top-1, correct top-5, summed loss
     for batch in loader.epoch(0):
         with accelerator.autocast():
             output = network(batch["image"])
         logits = (output.logits if hasattr(output, "logits") else output).float()
-        if scores is None:
-            scores = torch.zeros(num_videos, logits.shape[1], device=device)
         label = batch["label"]
         totals += torch.stack([torch.tensor(float(len(label)), device=device),
                                (logits.argmax(1) == label).sum().float(), _top5_hits(logits, label),
                                F.cross_entropy(logits, label, reduction="sum")])
         scores.index_add_(0, batch["video"], logits.softmax(1))
         clips.index_add_(0, batch["video"], torch.ones_like(label, dtype=torch.float))
-    if scores is None:  # this process had no clip (fewer clips than processes): zeros still reduce
-        scores = torch.zeros(num_videos, int(_num_classes(network)), device=device)
     totals = accelerator.reduce(totals, reduction="sum")
     scores, clips = accelerator.reduce(scores, reduction="sum"), accelerator.reduce(clips, reduction="sum")
     seen = clips > 0
@@ -129,8 +134,3 @@ def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, pre
 def _top5_hits(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     top = logits.topk(min(5, logits.shape[1]), dim=1).indices
     return (top == label[:, None]).any(1).sum().float()
-
-
-def _num_classes(network) -> int:
-    module = getattr(network, "module", network)
-    return module.target.classifier.out_features

@@ -144,10 +144,11 @@ def load_source(cfg, index: int | None = None) -> FrozenSource:
 
 
 def _resize(where: str, given, input_size) -> Resize:
-    """The config's resize, else the checkpoint's square input size, else scale 7/3."""
+    """The config's resize, else the checkpoint's square input size ([H, W] images, [T, H, W] clips),
+    else scale 7/3."""
     if given is None:
-        if input_size and len(input_size) == 2 and input_size[0] == input_size[1]:
-            return Resize(size=int(input_size[0]))
+        if input_size and len(input_size) in (2, 3) and input_size[-2] == input_size[-1]:
+            return Resize(size=int(input_size[-1]))
         return Resize(scale=DEFAULT_RESIZE_SCALE)
     resize = Resize(*(given.get(k) for k in Resize._fields)) if isinstance(given, dict) else \
         Resize(getattr(given, "scale", None), getattr(given, "size", None))

@@ -1,4 +1,4 @@
-"""Loaders by name (`data.loader`). Every loader takes the same arguments and
+"""Loaders by name (`data.loader`, the names of `LOADERS`). Every loader takes the same arguments and
 yields the same batches, on the training device:
 
     {"image": float32 [B, 3, H, W] in [0, 1], "label": int64 [B] or float32 [B, C],
@@ -6,9 +6,14 @@ yields the same batches, on the training device:
 
 Which samples and views come in which batch is decided by a plan function
 (pipelines.plan), never by the loader, so all loaders agree batch for batch.
+Clip loaders (video) yield {image [B, 3, T, H, W], label, index, view, start, video}; a name
+either has a clip loader or says why not (`LoaderKind.no_clips`), and the config schema
+checks `data.loader` against `LOADERS`.
 """
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
 import torch
@@ -36,32 +41,66 @@ def choose_loader(images: ImageSet, device: torch.device) -> str:
 
 def build_loader(kind: str, images: ImageSet, view_set: ViewSet, plan: PlanFn, device: torch.device,
                  workers: int = 2) -> Loader:
-    if kind == "auto":
-        kind = choose_loader(images, device)
-    if kind == "torch":
-        from pipelines.torch_loaders import TorchLoader
-        return TorchLoader(images, view_set, plan, device, workers)
-    if kind == "resident":
-        from pipelines.resident import ResidentLoader
-        return ResidentLoader(images, view_set, plan, device)
-    if kind == "dali":
-        from pipelines.dali_images import DaliLoader
-        return DaliLoader(images, view_set, plan, device, workers)
-    raise ValueError(f"data.loader: unknown loader {kind!r} (auto, torch, resident, dali)")
+    return loader_kind(kind).images(images, view_set, plan, device, workers=workers)
+
+
+def build_clip_loader(kind: str, videos, clip_views, plan, device: torch.device, workers: int = 2) -> Loader:
+    """Batches {image float [B, 3, T, H, W] in [0, 1], label, index, view, start, video}."""
+    entry = loader_kind(kind)
+    if entry.clips is None:
+        raise ValueError(f"data.loader: {no_clip_loader(kind)}")
+    return entry.clips(videos, clip_views, plan, device, workers=workers)
 
 
 def to_float_images(uint8_nchw: torch.Tensor) -> torch.Tensor:
     return uint8_nchw.float().div_(255)
 
 
-def build_clip_loader(kind: str, videos, clip_views, plan, device: torch.device, workers: int = 2) -> Loader:
-    """Clip loaders (video): `dali` (frame store -> DALI JPEG decode), `torch` (DataLoader, PIL); `auto`:
-    DALI, which `make bench` measured at least as fast as torch even on a 2-core CPU (nvJPEG on a GPU).
-    Batches: {image float [B, 3, T, H, W] in [0, 1], label, index, view, start, video}."""
-    if kind in ("auto", "dali"):
-        from pipelines.dali_clips import DaliClipLoader
-        return DaliClipLoader(videos, clip_views, plan, device, workers)
-    if kind == "torch":
-        from pipelines.torch_clips import TorchClipLoader
-        return TorchClipLoader(videos, clip_views, plan, device, workers)
-    raise ValueError(f"data.loader: unknown clip loader {kind!r} (auto, torch, dali)")
+# ---------------------------------------------------------------- the registry of `data.loader` names
+
+@dataclass(frozen=True)
+class LoaderKind:
+    """One `data.loader` name: its image loader and its clip loader, each built as
+    `(data, views, plan, device, workers=n) -> Loader`; `no_clips` says in one line why a loader
+    without a clip variant has none."""
+    images: Callable[..., Loader]
+    clips: Callable[..., Loader] | None = None
+    no_clips: str = ""
+
+    def __post_init__(self):
+        if (self.clips is None) == (not self.no_clips):
+            raise ValueError("a loader has a clip builder or says why it has none (no_clips), not both")
+
+
+def _imported(module: str, name: str) -> Callable[..., Loader]:
+    """`module.name`, imported when a loader is built: DALI is optional until it is asked for."""
+    return lambda *args, **kwargs: getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+
+def _auto_images(images: ImageSet, view_set: ViewSet, plan: PlanFn, device: torch.device, workers: int = 2) -> Loader:
+    return LOADERS[choose_loader(images, device)].images(images, view_set, plan, device, workers=workers)
+
+
+LOADERS: dict[str, LoaderKind] = {
+    # auto: images by choose_loader; clips with DALI, which `make bench` measured at least as fast as
+    # torch even on a 2-core CPU (nvJPEG on a GPU)
+    "auto": LoaderKind(_auto_images, _imported("pipelines.dali_clips", "DaliClipLoader")),
+    "resident": LoaderKind(_imported("pipelines.resident", "ResidentLoader"),
+                           no_clips="it holds in-memory image arrays, and clips are read from a frame store"),
+    "torch": LoaderKind(_imported("pipelines.torch_loaders", "TorchLoader"),
+                        _imported("pipelines.torch_clips", "TorchClipLoader")),
+    "dali": LoaderKind(_imported("pipelines.dali_images", "DaliLoader"),
+                       _imported("pipelines.dali_clips", "DaliClipLoader")),
+}
+
+
+def loader_kind(name: str) -> LoaderKind:
+    if name not in LOADERS:
+        raise ValueError(f"data.loader: unknown loader {name!r}; known: {', '.join(sorted(LOADERS))}")
+    return LOADERS[name]
+
+
+def no_clip_loader(name: str) -> str:
+    """One line for a loader that cannot load clips: why, and which can."""
+    clip_loaders = ", ".join(sorted(n for n, kind in LOADERS.items() if kind.clips is not None))
+    return f"{name!r} has no clip loader ({LOADERS[name].no_clips}); clips load with {clip_loaders}"

@@ -13,7 +13,8 @@ from pipelines.views import ViewSet, apply_views
 
 
 class ResidentLoader:
-    def __init__(self, images: ImageSet, view_set: ViewSet, plan: PlanFn, device: torch.device):
+    def __init__(self, images: ImageSet, view_set: ViewSet, plan: PlanFn, device: torch.device, workers: int = 0):
+        """`workers`: taken as every loader takes it; none are started."""
         if images.images is None:
             raise ValueError(f"data.loader=resident needs in-memory images; {images.name} is read from files "
                              "(use data.loader=torch or dali)")

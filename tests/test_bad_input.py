@@ -101,6 +101,19 @@ def test_bad_override_is_one_line_exit_2_and_leaves_nothing(override, key, tiny_
     assert not (tiny_config.parent / "runs").exists()
 
 
+def test_loader_names_come_from_the_registry(tiny_config, capsys):
+    """data.loader is checked against pipelines.loaders.LOADERS, and a video data set against the
+    loaders that have a clip variant; one line naming the value and the known names, no run folder."""
+    for overrides, message in ((["data.loader=gpu"], "unknown loader 'gpu'; known: auto, dali, resident, torch"),
+                               (["data.dataset=ucf101", "data.loader=resident"],
+                                "'resident' has no clip loader (it holds in-memory image arrays, and clips are read "
+                                "from a frame store); clips load with auto, dali, torch")):
+        assert train_module.main(["--config", str(tiny_config), *overrides]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "data.loader" in err and message in err, err
+        assert not (tiny_config.parent / "runs").exists()
+
+
 def test_every_constrained_field_has_a_row():
     """A new Literal, range or validated field in a config section needs a bad value in BAD."""
     covered = {key for _, key in BAD}

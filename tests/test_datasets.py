@@ -315,11 +315,11 @@ def test_procedural_label_only_in_the_drawn_shape():
     """Changing the shape kind or colour changes pixels only where a shape is drawn (no other leak)."""
     u = np.random.default_rng(0).random((50, procedural.N_UNIFORM)).astype(np.float32)
     no_noise = np.zeros((50, 32, 32, 3), dtype=np.float32)
-    base = procedural._render(u, no_noise)
+    base = procedural.render(u, no_noise)
     for column in (procedural.U_SHAPE, procedural.U_COLOUR):
         other = u.copy()
         other[:, column] = (other[:, column] + 0.5) % 1  # another kind / colour, all else equal
-        changed = procedural._render(other, no_noise)
+        changed = procedural.render(other, no_noise)
         background = (procedural._shape_coverage(u) == 0) & (procedural._shape_coverage(other) == 0)
         assert (base != changed).any()
         np.testing.assert_array_equal(base[background], changed[background])

@@ -16,7 +16,7 @@ from engine.config import DataConfig
 from pipelines.dali_images import DaliLoader
 from pipelines.datasets import build_split
 from pipelines.datasets.base import ImageSet, decode_resized
-from pipelines.loaders import build_loader
+from pipelines.loaders import LOADERS, build_loader
 from pipelines.plan import eval_plan, train_plan
 from pipelines.resident import ResidentLoader
 from pipelines.torch_loaders import TorchLoader
@@ -156,6 +156,19 @@ def test_dali_matches_torch_on_jpeg_views(jpegs):
         assert_same_batches(got, want, image_tol=(JPEG_MAX + 0.5) / 255)
         diff = torch.cat([(a["image"] - b["image"]).abs().flatten() for a, b in zip(got, want)]) * 255
         assert diff.mean() <= JPEG_MEAN
+
+
+def test_every_loader_name_builds_through_the_registry(procedural):
+    """LOADERS is the one list of `data.loader` names: each builds its own class (auto: resident for arrays)."""
+    expected = {"auto": ResidentLoader, "resident": ResidentLoader, "torch": TorchLoader, "dali": DaliLoader}
+    assert set(LOADERS) == set(expected)
+    for name, kind in expected.items():
+        loader = build_loader(name, procedural, VIEWS, train_fn(procedural), CPU, workers=0 if name == "torch" else 1)
+        assert type(loader) is kind, name
+        assert LOADERS[name].clips is not None or LOADERS[name].no_clips, name
+        del loader
+    with pytest.raises(ValueError, match="unknown loader 'gpu'; known: auto, dali, resident, torch"):
+        build_loader("gpu", procedural, VIEWS, train_fn(procedural), CPU)
 
 
 def test_build_loader_dali(procedural):

@@ -174,7 +174,7 @@ def generate(seed: int, split: str, ids: np.ndarray) -> dict[str, np.ndarray]:
             rng = np.random.default_rng([seed, SPLIT_CODES[split], int(ids[i])])
             u[i] = rng.random(N_UNIFORM)
             noise[i - lo] = rng.standard_normal((SIZE, SIZE, 3), dtype=np.float32)
-        images[lo:hi] = _render(u[lo:hi], noise[: hi - lo])
+        images[lo:hi] = render(u[lo:hi], noise[: hi - lo])
     return {"images": images,
             "shape": _pick(u[:, U_SHAPE], len(SHAPES)), "colour": _pick(u[:, U_COLOUR], len(COLOURS)),
             "background": _pick(u[:, U_BG], len(BACKGROUNDS)), "tone": _pick(u[:, U_TONE], len(TONES))}
@@ -184,7 +184,12 @@ def _pick(u: np.ndarray, k: int) -> np.ndarray:
     return np.minimum((u * k).astype(np.int64), k - 1)
 
 
-def _render(u: np.ndarray, noise: np.ndarray) -> np.ndarray:
+def render(u: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """uint8 [n, SIZE, SIZE, 3] images from their draws: `u` float32 [n, N_UNIFORM] uniforms in [0, 1)
+    (column U_SHAPE the shape kind, U_CX/U_CY/U_RADIUS its position and size, ...; the last
+    CLOUD_GRID**2 the clouds' grid) and `noise` float32 [n, SIZE, SIZE, 3] standard normal pixel
+    noise. A pure function: the image set draws both per sample, the video set per frame
+    (pipelines/datasets/procedural_video.py) with the position moving along a path."""
     # Background: pattern t in [0, 1] blends the colour pair.
     t = _background(u)
     # Light pairs have values in 0.5..0.9, dark ones in 0.1..0.5.

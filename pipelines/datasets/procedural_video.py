@@ -33,8 +33,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipelines.datasets import procedural
-from pipelines.datasets.procedural import N_UNIFORM, SHAPES, SIZE, U_ANGLE, U_CX, U_CY, U_RADIUS, U_SHAPE
+from pipelines.datasets.procedural import N_UNIFORM, SHAPES, SIZE, U_ANGLE, U_CX, U_CY, U_RADIUS, U_SHAPE, render
 from pipelines.storage import atomic_path, write_atomic
 
 VERSION = 1  # bump whenever the bytes a (seed, class, group, clip) produces change: it names the cache
@@ -100,7 +99,7 @@ def render_video(seed: int, label: int, group: int, clip: int, frames: int) -> t
     static = rng.standard_normal((1, SIZE, SIZE, 3), dtype=np.float32)
     fresh = rng.standard_normal((frames, SIZE, SIZE, 3), dtype=np.float32)
     noise = np.sqrt(STATIC_NOISE) * static + np.sqrt(1 - STATIC_NOISE) * fresh
-    pixels = procedural._render(u, noise)
+    pixels = render(u, noise)
     shape = int(min(u[0, U_SHAPE] * len(SHAPES), len(SHAPES) - 1))
     return pixels, {"shape": shape, **path}
 
