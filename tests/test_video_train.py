@@ -15,6 +15,7 @@ from accelerate.state import AcceleratorState, GradientState
 
 from engine import checkpoint
 from engine.config import SourceCacheConfig, load_config
+from engine.evaluate import main as evaluate_main
 from engine.frame_cache import open_frame_cache
 from engine.optim import OptimConfig, build_scheduler
 from engine.train import main, train
@@ -100,8 +101,9 @@ def test_per_frame_cache_returns_the_clips_cached_middle_frame(store, source_che
 
 
 def test_sskt_video_run_cached_and_live(config):
-    """One epoch of 3D SSKT with the source cached (every frame) and live: the same losses, and
-    summary.json with clip, video and validation-style clip accuracy."""
+    """One epoch of 3D SSKT with the source cached (every frame) and live: the same losses,
+    summary.json with clip, video and validation-style clip accuracy, and engine.evaluate
+    reproducing them from the exported final.pt."""
     from tools import cache_sources
     assert cache_sources.main(["--config", str(config)]) == 0  # `make cache` builds what training then requires
     reset()
@@ -123,6 +125,15 @@ def test_sskt_video_run_cached_and_live(config):
     assert final["test/videos"] == 2 and final["test/clips"] == 2 * -(-20 // T)  # every frame, in 8-frame clips
     assert final["test/val_clips"] == 2 * len(range(0, 19, max(1, -(-(20 - 1 - T) // 2))))  # the reference's starts
     assert cached["train/images"] == 8  # clips: every training video once
+
+    # `make evaluate` on the run folder scores final.pt with training's own video evaluator: the same figures.
+    run = load_config(config, ["run.name=cached"]).run_dir()
+    assert evaluate_main(["--run", str(run)]) == 0
+    written = json.loads((run / "eval_final.json").read_text())
+    for key in ("test/video_top1", "test/clip_top1", "test/val_clip_top1", "test/clips", "test/videos", "test/val_clips"):
+        assert written[key] == pytest.approx(final[key], abs=1e-6), key
+    for key in ("test/loss", "test/val_loss"):
+        assert written[key] == pytest.approx(final[key], rel=1e-5), key
 
 
 def test_interrupted_video_run_resumes_exactly(config, monkeypatch):
