@@ -20,6 +20,8 @@ Evaluation on the test split, all in the epoch's record and summary.json:
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -100,22 +102,16 @@ def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, num
                    prefix: str = "test/") -> dict[str, float]:
     """Clip accuracy and loss over the loader's clips, and video accuracy from the mean softmax of each
     video's clips; every process scores its share of the clips (maybe none), the sums are reduced."""
-    network.eval()
     device = accelerator.device
-    num_videos = len(video_labels)
-    scores = torch.zeros(num_videos, num_classes, device=device)  # summed softmax
-    clips = torch.zeros(num_videos, device=device)
     totals = torch.zeros(4, device=device)  # clips, correct top-1, correct top-5, summed loss
-    for batch in loader.epoch(0):
-        with accelerator.autocast():
-            output = network(batch["image"])
-        logits = (output.logits if hasattr(output, "logits") else output).float()
+
+    def count(batch, logits):
         label = batch["label"]
-        totals += torch.stack([torch.tensor(float(len(label)), device=device),
-                               (logits.argmax(1) == label).sum().float(), _top5_hits(logits, label),
-                               F.cross_entropy(logits, label, reduction="sum")])
-        scores.index_add_(0, batch["video"], logits.softmax(1))
-        clips.index_add_(0, batch["video"], torch.ones_like(label, dtype=torch.float))
+        totals.add_(torch.stack([torch.tensor(float(len(label)), device=device),
+                                 (logits.argmax(1) == label).sum().float(), _top5_hits(logits, label),
+                                 F.cross_entropy(logits, label, reduction="sum")]))
+
+    scores, clips = score_videos(network, loader, len(video_labels), num_classes, device, accelerator.autocast, count)
     totals = accelerator.reduce(totals, reduction="sum")
     scores, clips = accelerator.reduce(scores, reduction="sum"), accelerator.reduce(clips, reduction="sum")
     seen = clips > 0
@@ -129,6 +125,26 @@ def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, num
     record = {f"{prefix}{k}": round(v, 4) for k, v in record.items()}
     record.update({f"{prefix}loss": float(totals[3]) / n, f"{prefix}clips": int(n), f"{prefix}videos": int(seen.sum())})
     return record
+
+
+@torch.no_grad()
+def score_videos(network, loader, num_videos: int, num_classes: int, device, autocast=contextlib.nullcontext,
+                 each_batch=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed softmax [videos, classes], clips [videos]) over the loader's clips, which carry their
+    `video`; the mean softmax is a video's score (test/video_top1, engine.predict on video files).
+    `each_batch(batch, logits)` sees every batch's float logits."""
+    network.eval()
+    scores = torch.zeros(num_videos, num_classes, device=device)
+    clips = torch.zeros(num_videos, device=device)
+    for batch in loader.epoch(0):
+        with autocast():
+            output = network(batch["image"])
+        logits = (output.logits if hasattr(output, "logits") else output).float()
+        if each_batch is not None:
+            each_batch(batch, logits)
+        scores.index_add_(0, batch["video"], logits.softmax(1))
+        clips.index_add_(0, batch["video"], torch.ones(len(logits), device=device))
+    return scores, clips
 
 
 def _top5_hits(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ from accelerate.state import AcceleratorState, GradientState
 
 from engine import checkpoint
 from engine.config import SourceCacheConfig, load_config
-from engine.evaluate import main as evaluate_main
+from engine import predict as predict_module
+from engine.evaluate import load_deployed, main as evaluate_main
 from engine.frame_cache import open_frame_cache
 from engine.optim import OptimConfig, build_scheduler
 from engine.train import main, train
@@ -100,10 +101,10 @@ def test_per_frame_cache_returns_the_clips_cached_middle_frame(store, source_che
     assert any(c[1] % 2 for c in cases)  # flipped views are among them
 
 
-def test_sskt_video_run_cached_and_live(config):
+def test_sskt_video_run_cached_and_live(config, store, capsys):
     """One epoch of 3D SSKT with the source cached (every frame) and live: the same losses,
     summary.json with clip, video and validation-style clip accuracy, and engine.evaluate
-    reproducing them from the exported final.pt."""
+    reproducing them from the exported final.pt; engine.predict on the test videos' files agrees."""
     from tools import cache_sources
     assert cache_sources.main(["--config", str(config)]) == 0  # `make cache` builds what training then requires
     reset()
@@ -134,6 +135,28 @@ def test_sskt_video_run_cached_and_live(config):
         assert written[key] == pytest.approx(final[key], abs=1e-6), key
     for key in ("test/loss", "test/val_loss"):
         assert written[key] == pytest.approx(final[key], rel=1e-5), key
+
+    # `make predict` on the test videos' files: one prediction per file, the softmax averaged over its
+    # consecutive 8-frame centre-crop clips. Stored at the training store's short side, the frames are
+    # the very pixels training scored: the top classes give test/video_top1, the probabilities are the
+    # mean softmax computed here clip by clip.
+    test_videos = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=store, split=1), "test")
+    files = [store / "UCF-101" / f"{test_videos.store.table.names[row]}.avi" for row in test_videos.rows]
+    results = predict_module.predict(run / "checkpoints" / "final.pt", files, top=2, short_side=36)
+    network, _ = load_deployed(run / "checkpoints" / "final.pt")
+    hits = []
+    for v, result in enumerate(results):
+        starts = range(0, int(test_videos.frame_counts[v]), T)
+        clips = np.stack([render_clip(test_videos, v, 0, s, T, ClipViewSet(count=1, size=SIZE)) for s in starts])
+        want = network(torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 255).softmax(1).mean(0)
+        assert [name for name, _ in result] == [test_videos.class_names[i] for i in want.argsort(descending=True)]
+        assert [p for _, p in result] == pytest.approx(want.sort(descending=True).values.tolist(), abs=1e-5)
+        hits.append(result[0][0] == test_videos.class_names[test_videos.labels[v]])
+    assert 100 * np.mean(hits) == pytest.approx(final["test/video_top1"])
+    capsys.readouterr()
+    assert predict_module.main(["--checkpoint", str(run / "checkpoints" / "final.pt"), str(files[0]), str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{config}: not a video PyAV can decode" in err, err
 
 
 def test_interrupted_video_run_resumes_exactly(config, monkeypatch):
