@@ -69,9 +69,9 @@ def build_image_data(cfg, splits: dict, sources, accelerator) -> Data:
             providers[source.name] = open_cached_source(source, train_set, view_set, cfg.source_cache,
                                                         source_cfg.cache, accelerator, progress=cfg.train.progress)
             source.to("cpu")  # not needed on the device any more: its outputs are stored
-    return Data(train_loader, SourceOutputs(providers),
-                {name: build_image_evaluator(cfg, images, accelerator) for name, images in splits.items() if name != "train"},
-                primary_metric(test_set.multilabel), list(train_set.image_size), view_set.describe())
+    evaluators = {name: build_image_evaluator(cfg, images, accelerator) for name, images in splits.items()
+                  if name != "train"}
+    return Data(train_loader, SourceOutputs(providers), evaluators, primary_metric(test_set.multilabel), list(train_set.image_size), view_set.describe())
 
 
 def build_image_evaluator(cfg, images, accelerator) -> Callable:
