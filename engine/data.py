@@ -71,7 +71,8 @@ def build_image_data(cfg, splits: dict, sources, accelerator) -> Data:
             source.to("cpu")  # not needed on the device any more: its outputs are stored
     evaluators = {name: build_image_evaluator(cfg, images, accelerator) for name, images in splits.items()
                   if name != "train"}
-    return Data(train_loader, SourceOutputs(providers), evaluators, primary_metric(test_set.multilabel), list(train_set.image_size), view_set.describe())
+    return Data(train_loader, SourceOutputs(providers), evaluators, primary_metric(test_set.multilabel),
+                list(train_set.image_size), view_set.describe())
 
 
 def build_image_evaluator(cfg, images, accelerator) -> Callable:
