@@ -8,7 +8,8 @@ Sources are 2D: each scores the clip's middle frame after the clip's crop and fl
 (`cache: off`) or looked up in a per-frame cache (engine.frame_cache, every
 `source_cache.frame_stride`-th frame; training then draws starts whose middle frame is cached).
 
-Evaluation on the test split, all in the epoch's record and summary.json:
+Evaluation on the test split (build_video_evaluator: training's, and engine.evaluate's on a saved
+checkpoint), all in the epoch's record and summary.json:
   test/clip_top1, test/clip_top5, test/loss   every consecutive non-overlapping centre-crop clip
                                                of every test video, each scored on its own
   test/video_top1, test/video_top5             per video, the softmax averaged over those clips
