@@ -88,8 +88,8 @@ def trial_root(runs_root: Path, extra: list[str]) -> Path:
     return Path(runs_root) / f"trial-{hashlib.sha256(chr(10).join(changing).encode()).hexdigest()[:8]}"
 
 
-def needed_runs(cell: Cell) -> list[tuple[int, str, int]]:
-    """(source index, run name, seed) for each source of the cell whose weights another run writes."""
+def needed_runs(cell: Cell) -> list[tuple[int, Path, str, int]]:
+    """(source index, weights, run name, seed) for each source of the cell whose weights another run writes."""
     try:
         sources = load_config(config_path(cell.config), cell.overrides).sources
     except (ConfigError, FileNotFoundError, OSError):
@@ -98,7 +98,7 @@ def needed_runs(cell: Cell) -> list[tuple[int, str, int]]:
     for i, source in enumerate(sources):
         weights = Path(source.weights or "")
         if weights.parts[:1] == DEFAULT_RUNS.parts and (m := RUN_CHECKPOINT.fullmatch("/".join(weights.parts[1:]))):
-            needed.append((i, m["name"], int(m["seed"])))
+            needed.append((i, weights, m["name"], int(m["seed"])))
     return needed
 
 
@@ -107,11 +107,10 @@ def with_prerequisites(label: str, cell: Cell, seed: int, runs_root: Path, depth
     if depth > 8:
         raise TableError(f"{cell.config}: its sources' weights need runs that need each other")
     jobs, needs, overrides = [], [], []
-    for index, name, needed_seed in needed_runs(cell):
+    for index, weights, name, needed_seed in needed_runs(cell):
         maker = Cell(config=f"configs/{name}.yaml")
         jobs += with_prerequisites(f"prerequisite {name}", maker, needed_seed, runs_root, depth + 1)
-        weights = load_config(config_path(cell.config), cell.overrides).sources[index].weights
-        needs.append(Path(runs_root) / Path(weights).relative_to(DEFAULT_RUNS))
+        needs.append(Path(runs_root) / weights.relative_to(DEFAULT_RUNS))
         if Path(runs_root) != DEFAULT_RUNS:
             overrides.append(f"sources.{index}.weights={needs[-1]}")
     jobs.append(Job(label, cell, seed, cell.run_dir(runs_root, seed), tuple(needs), tuple(overrides)))
