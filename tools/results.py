@@ -275,8 +275,9 @@ def plot_row_curves(table: Table, line: Line, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
     curves = [(column, *line.cells[column][1:]) for column in table.columns if column in line.cells]
-    bases = [runs for column, runs in line.bases.items()]
-    if table.baseline and bases and table.baseline.column not in line.cells:  # compare with it in every plot
+    bases = list(line.bases.values())
+    if table.baseline and bases and table.baseline.column not in line.cells and any(runs for *_, runs in curves):
+        # compare with it in every plot that has a curve of its own
         curves.insert(0, (table.baseline.column, line.metric, bases[0]))
     for column, metric, runs in curves:
         by_epoch: dict[int, list[float]] = {}
