@@ -29,7 +29,8 @@ LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(if $(GPU),$(ACCELERATE),$(VENV)/
 
 help: ## this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: CONFIG=configs/...yaml ARGS=\"key=value ...\" NPROC=n SEEDS=\"0 1\" RUN=runs/<name>/seed<k> IMAGES=\"a.png b.jpg\""
+	@echo "  variables: CONFIG=configs/...yaml ARGS=\"key=value ...\" NPROC=n SEEDS=\"0 1\" TABLE=demo CELLS=\"KD 'row/column'\" README=1"
+	@echo "             RUN=runs/<name>/seed<k> IMAGES=\"a.png b.jpg\""
 
 setup: $(VENV)/.installed ## create .venv and install requirements.txt
 
