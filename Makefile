@@ -1,7 +1,7 @@
 # The commands people use. Each one installs what it needs first.
 #   make train [CONFIG=configs/...yaml] [ARGS="train.epochs=2 ..."] [NPROC=n]
-#   make reproduce TABLE=comparison|maxl|demo SEEDS=3 [NPROC=n] [PRINT=1] [SLURM=1 NODES=2 GPUS=4]
-#   make results [TABLE=...]      make gpu-check
+#   make reproduce TABLE=comparison|maxl|demo SEEDS=3 [CELLS=...] [NPROC=n] [PRINT=1] [SLURM=1 NODES=2 GPUS=4]
+#   make results [TABLE=...] [README=1]      make demo [SEEDS=...] [CELLS=...] [ARGS=...]      make gpu-check
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -10,6 +10,8 @@ ARGS    ?=
 NPROC   ?= 1
 SEEDS   ?= 0 1 2
 TABLE   ?=
+CELLS   ?=
+README  ?=
 NODES   ?= 1
 GPUS    ?= 1
 RUN     ?=
@@ -27,7 +29,8 @@ LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(if $(GPU),$(ACCELERATE),$(VENV)/
 
 help: ## this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: CONFIG=configs/...yaml ARGS=\"key=value ...\" NPROC=n SEEDS=\"0 1\" RUN=runs/<name>/seed<k> IMAGES=\"a.png b.jpg\""
+	@echo "  variables: CONFIG=configs/...yaml ARGS=\"key=value ...\" NPROC=n SEEDS=\"0 1\" TABLE=demo CELLS=\"KD 'row/column'\" README=1"
+	@echo "             RUN=runs/<name>/seed<k> IMAGES=\"a.png b.jpg\""
 
 setup: $(VENV)/.installed ## create .venv and install requirements.txt
 
@@ -54,9 +57,12 @@ demo-sources-check: setup ## check the committed demo sources are current (one l
 demo-sources: setup ## retrain the demo's two stand-in sources and verify the committed exports
 	$(PY) -m tools.demo_sources
 
-# The demo table (tools/demo_table.yaml), SEEDS seeds per row, mean +- std; ARGS go to every run.
-demo: demo-sources-check ## scratch vs SSKT on the demo data, SEEDS seeds, mean +- std table (ARGS to every run)
-	$(PY) -m tools.demo $(ARGS) --seeds $(SEEDS)
+# The demo table (tables/demo.yaml): make reproduce then make results of TABLE=demo, over SEEDS; ARGS go to
+# every run (ones that change what runs compute make a trial in runs/trial-<hash>/); CELLS="KD 'linear heads/*'"
+# picks cells. The table is printed even when a run failed (the exit status says so).
+demo: demo-sources-check ## scratch, KD, DML vs SSKT on the demo data: SEEDS seeds, mean +- std, Δ vs scratch
+	$(PY) -m tools.reproduce --table demo --seeds $(SEEDS) $(if $(CELLS),--cells $(CELLS)) -- $(ARGS); status=$$?; \
+	$(PY) -m tools.results --table demo --seeds $(SEEDS) $(if $(README),--readme README.md) -- $(ARGS) && exit $$status
 
 # The offline video demo: scratch vs SSKT on procedural motion videos, SEEDS seeds each (mean +- std table).
 demo-video: demo-sources-check ## scratch vs SSKT on procedural motion videos, SEEDS seeds (ARGS to every run)
@@ -81,16 +87,18 @@ preprocess-video: setup ## decode DATASET=ucf101|hmdb51 ROOT=<videos> into the f
 	$(PY) -m tools.preprocess_video --dataset $(DATASET) --root $(ROOT) --out $(OUT) $(ARGS)
 
 # Every cell x seed of a named table (tables/TABLE.yaml) as its own run; finished ones are skipped.
-# SEEDS=3 is seeds 0-2, SEEDS="3 7" those two. PRINT=1 prints the commands; SLURM=1 writes sbatch scripts
-# (slurm/TABLE/, one array job per cell over NODES nodes x GPUS GPUs) instead of running.
+# SEEDS=3 is seeds 0-2, SEEDS="3 7" those two; CELLS="KD 'row/column'" only those cells. A cell whose config reads
+# another run's checkpoint (a KD teacher) runs after it. PRINT=1 prints the commands; SLURM=1 writes sbatch
+# scripts (slurm/TABLE/, one array job per cell over NODES nodes x GPUS GPUs, submitted in dependency order).
 reproduce: setup $(if $(filter demo,$(TABLE)),demo-sources-check) ## every cell x seed of tables/TABLE.yaml (PRINT=1, SLURM=1)
 	$(if $(TABLE),,$(error TABLE is required: $(basename $(notdir $(wildcard tables/*.yaml)))))
-	$(PY) -m tools.reproduce --table $(TABLE) --seeds $(SEEDS) --nproc $(NPROC) $(if $(PRINT),--dry-run) \
-		$(if $(SLURM),--slurm --nodes $(NODES) --gpus-per-node $(GPUS)) $(ARGS)
+	$(PY) -m tools.reproduce --table $(TABLE) --seeds $(SEEDS) $(if $(CELLS),--cells $(CELLS)) --nproc $(NPROC) $(if $(PRINT),--dry-run) \
+		$(if $(SLURM),--slurm --nodes $(NODES) --gpus-per-node $(GPUS)) -- $(ARGS)
 
-# The named tables from every summary.json under runs/: results/TABLE.md, .csv and results/TABLE/*.png.
-results: setup ## tables (Markdown, CSV) and plots from every runs/**/summary.json
-	$(PY) -m tools.results $(if $(TABLE),--table $(TABLE))
+# The named tables from every summary.json under runs/: results/TABLE.md, .csv and results/TABLE/*.png;
+# README=1 also rewrites each table's section of README.md (between <!-- results:TABLE --> markers).
+results: setup ## tables (Markdown, CSV) and plots from every runs/**/summary.json (README=1: into README.md)
+	$(PY) -m tools.results $(if $(TABLE),--table $(TABLE)) $(if $(README),--readme README.md)
 
 # The GPU-only paths (DALI mixed, bf16/fp16, channels_last, GPU-held cache, NCCL, SyncBatchNorm) in one table.
 gpu-check: setup ## exercise the GPU-only paths (exits 0 without a GPU)

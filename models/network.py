@@ -40,15 +40,29 @@ class TargetWithHeads(nn.Module):
         self.normalize = Normalize(mean, std)
         self.target = target
         self.heads = nn.ModuleDict(heads)
+        self.memory_format = torch.contiguous_format  # of the weights and of each batch (use_channels_last)
 
     def forward(self, images: torch.Tensor) -> ModelOutput:
-        stages = self.target.forward_stages(self.normalize(images))
+        stages = self.target.forward_stages(self.normalize(images).contiguous(memory_format=self.memory_format))
         pooled = self.target.pool(stages[-1])
         logits = self.target.classifier(pooled)
         return ModelOutput(logits, {name: head(stages, pooled) for name, head in self.heads.items()})
 
     def deployed_state_dict(self) -> dict[str, torch.Tensor]:
         return self.target.state_dict()
+
+
+def is_3d(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv3d) for m in module.modules())
+
+
+def use_channels_last(module: nn.Module) -> nn.Module:
+    """A 2D network's weights, and the batches a TargetWithHeads passes on, in torch.channels_last (NHWC)."""
+    module.to(memory_format=torch.channels_last)
+    for m in module.modules():
+        if isinstance(m, TargetWithHeads):
+            m.memory_format = torch.channels_last
+    return module
 
 
 def count_parameters(module: nn.Module) -> int:

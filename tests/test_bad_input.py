@@ -42,6 +42,7 @@ BAD = [
     ("train.epochs=0", "train.epochs"),
     ("train.epochs=-1", "train.epochs"),
     ("train.precision=fp8", "train.precision"),
+    ("train.channels_last=nhwc", "train.channels_last"),
     ("train.grad_accum=0", "train.grad_accum"),
     ("train.resume=always", "train.resume"),
     ("train.checkpoint_every=-1", "train.checkpoint_every"),

@@ -184,7 +184,7 @@ def test_maxl_generator_step_follows_the_lookahead_gradient(tmp_path, lookahead)
     # A central finite difference of the independent objective along random directions.
     torch.manual_seed(5)
     for _ in range(2):
-        direction = {n: torch.randn_like(p) for n, p in before.items()}
+        direction = {n: torch.randn(p.shape, dtype=p.dtype) for n, p in before.items()}  # whatever p's memory layout
         h = 1e-7  # double precision; small enough that few ReLUs change side
         plus = lookahead_objective(method, {n: p + h * direction[n] for n, p in before.items()}, images, labels, 0.2)
         minus = lookahead_objective(method, {n: p - h * direction[n] for n, p in before.items()}, images, labels, 0.2)

@@ -46,7 +46,7 @@ def test_dry_run_lists_every_cell_and_seed_and_skips_finished(table_file, tmp_pa
     (runs / "tbl" / "first_b" / "seed0" / "checkpoints" / "last").mkdir(parents=True)  # interrupted: resumed
 
     assert reproduce.main(["--table", str(table_file), "--seeds", "3", "--runs", str(runs), "--dry-run",
-                           "train.epochs=1"]) == 0
+                           "train.progress=false"]) == 0
     out = capsys.readouterr().out
     commands = printed_commands(out)
     expected = {(str(tiny_config), seed, ()) for seed in (0, 2)} | \
@@ -55,7 +55,7 @@ def test_dry_run_lists_every_cell_and_seed_and_skips_finished(table_file, tmp_pa
     found = set()
     for cmd in commands:
         assert cmd[1:3] == ["-m", "engine.train"] and cmd[3] == "--config"
-        assert cmd[-2:] == [f"run.root={runs}", "train.epochs=1"]  # the runs root, then the extra overrides
+        assert cmd[-2:] == [f"run.root={runs}", "train.progress=false"]  # the runs root, then the extra overrides
         found.add((cmd[4], int(cmd[5].removeprefix("seed=")), tuple(cmd[6:-2])))
     assert found == expected and len(commands) == 5
     assert "first / A seed 1: done" in out
@@ -71,17 +71,20 @@ def test_seeds_are_a_count_or_a_list():
 
 
 def test_runs_one_after_another_then_skips(table_file, tmp_path, capsys):
-    runs = tmp_path / "runs"
+    runs = reproduce.trial_root(tmp_path / "runs", ["train.epochs=1"])  # a trial: a runs root of its own
+    assert runs.parent == tmp_path / "runs" and runs.name.startswith("trial-")
     (runs / "tiny" / "seed0").mkdir(parents=True)  # cell A finished earlier: skipped, still in the table
     earlier = {"final": {"test/top1": 12.5}, "best": {"test/top1": 13.0, "epoch": 1}}  # no metrics.jsonl
     (runs / "tiny" / "seed0" / "summary.json").write_text(json.dumps(earlier))
     # The missing config makes the status 1, after the runnable cell ran.
-    assert reproduce.main(["--table", str(table_file), "--seeds", "1", "--runs", str(runs), "train.epochs=1"]) == 1
+    assert reproduce.main(["--table", str(table_file), "--seeds", "1", "--runs", str(tmp_path / "runs"),
+                           "train.epochs=1"]) == 1
     summary = json.loads((runs / "tbl/first_b/seed0/summary.json").read_text())
     assert summary["epochs"] == 1 and summary["seed"] == 0 and summary["head"] == "linear"
     assert json.loads((runs / "tiny/seed0/summary.json").read_text()) == earlier
     capsys.readouterr()
-    reproduce.main(["--table", str(table_file), "--seeds", "1", "--runs", str(runs), "--dry-run", "train.epochs=1"])
+    reproduce.main(["--table", str(table_file), "--seeds", "1", "--runs", str(tmp_path / "runs"), "--dry-run",
+                    "train.epochs=1"])
     assert printed_commands(capsys.readouterr().out) == []  # nothing left to run
 
     # make results reads what the engine wrote
@@ -161,3 +164,101 @@ def test_a_bad_table_is_one_line(tmp_path):
         load_table(str(bad))
     with pytest.raises(TableError, match="no such table"):
         load_table("nonexistent")
+
+
+def test_trials_get_their_own_runs_root():
+    runs = reproduce.DEFAULT_RUNS
+    assert reproduce.trial_root(runs, []) == runs
+    assert reproduce.trial_root(runs, ["train.progress=false", "data.workers=0", "train.channels_last=false"]) == runs
+    quick = reproduce.trial_root(runs, ["train.epochs=5"])
+    assert quick.name.startswith("trial-") and quick == reproduce.trial_root(runs, ["train.progress=false", "train.epochs=5"])
+    assert reproduce.trial_root(runs, ["train.epochs=6"]) != quick
+
+
+def test_cells_select_by_column_row_or_both():
+    demo = load_table("demo")
+    labels = lambda *patterns: [j.label for j in reproduce.plan(demo, [0], cells=list(patterns)) if j.cell.run]
+    assert labels("scratch") == ["none / scratch"]
+    assert labels("linear heads/*") == [f"linear heads / SSKT {s}" for s in ("I", "P", "P+I")]
+    assert labels("transfer modules / SSKT p+i", "DML") == ["none / DML", "transfer modules / SSKT P+I"]
+    assert reproduce.main(["--table", "demo", "--cells", "nothing", "--dry-run"]) == 2
+
+
+KD_TABLE = """
+title: kd
+metric: test/top1
+columns: [scratch, KD]
+rows:
+  - label: demo
+    cells:
+      scratch: {config: configs/demo/scratch.yaml}
+      KD: {config: configs/demo/kd.yaml}
+"""
+
+
+def test_a_teacher_runs_first_once_and_in_the_same_runs_root(tmp_path, capsys):
+    """configs/demo/kd.yaml reads runs/demo/kd_teacher/seed0/checkpoints/final.pt: configs/demo/kd_teacher.yaml
+    seed 0 runs before the first KD seed, once, and KD reads it where that run writes it."""
+    table = tmp_path / "kd.yaml"
+    table.write_text(KD_TABLE)
+    runs = tmp_path / "runs"
+    assert reproduce.main(["--table", str(table), "--seeds", "2", "--runs", str(runs), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    commands = printed_commands(out)
+    configs = [cmd[4] for cmd in commands]
+    assert configs == ["configs/demo/scratch.yaml", "configs/demo/scratch.yaml", "configs/demo/kd_teacher.yaml",
+                       "configs/demo/kd.yaml", "configs/demo/kd.yaml"]
+    teacher = runs / "demo" / "kd_teacher" / "seed0" / "checkpoints" / "final.pt"
+    assert commands[2][5] == "seed=0"
+    for kd in commands[3:]:
+        assert f"sources.0.weights={teacher}" in kd and f"run.root={runs}" in kd
+    assert out.count(f"after prerequisite demo/kd_teacher seed 0, which writes {teacher}") == 2
+
+    # Once the teacher's run is finished, KD needs nothing first.
+    teacher.parent.mkdir(parents=True)
+    teacher.write_bytes(b"weights")
+    (teacher.parents[1] / "summary.json").write_text("{}")
+    reproduce.main(["--table", str(table), "--seeds", "2", "--runs", str(runs), "--dry-run"])
+    out = capsys.readouterr().out
+    assert "prerequisite demo/kd_teacher seed 0: done" in out and "after" not in out
+
+
+def test_a_cell_whose_checkpoint_is_missing_fails_in_one_line(tmp_path, tiny_config, capsys):
+    """A source read from runs/ whose run no config makes: the cell is not started, one line says why."""
+    config = tmp_path / "student.yaml"
+    config.write_text(tiny_config.read_text().replace(
+        next(line for line in tiny_config.read_text().splitlines() if "weights:" in line),
+        "  - {name: object, format: checkpoint, arch: resnet8, weights: runs/nowhere/teacher/seed3/checkpoints/final.pt}"))
+    table = tmp_path / "t.yaml"
+    table.write_text(f"title: t\nmetric: test/top1\ncolumns: [KD]\nrows: [{{label: r, cells: {{KD: {{config: {config}}}}}}}]\n")
+    runs = tmp_path / "runs"
+    assert reproduce.main(["--table", str(table), "--seeds", "1", "--runs", str(runs)]) == 1
+    captured = capsys.readouterr()
+    assert "prerequisite nowhere/teacher seed 3: config configs/nowhere/teacher.yaml does not exist yet" in captured.out
+    missing = [line for line in captured.err.splitlines() if "which is missing" in line]
+    assert missing == [f"# r / KD seed 0: needs {runs}/nowhere/teacher/seed3/checkpoints/final.pt, which is missing "
+                       f"(run {runs}/nowhere/teacher, seed3 first); not run"]
+    assert not (runs / "student").exists()  # never started
+
+
+def test_slurm_submits_a_cell_after_the_run_it_needs(tmp_path):
+    table = tmp_path / "kd.yaml"
+    table.write_text(KD_TABLE)
+    out = tmp_path / "slurm"
+    assert reproduce.main(["--table", str(table), "--seeds", "3", "--runs", str(tmp_path / "runs"), "--slurm",
+                           "--slurm-dir", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.sbatch")) == ["demo_kd.sbatch", "demo_scratch.sbatch",
+                                                             "prerequisite_demo_kd_teacher.sbatch"]
+    teacher = (out / "prerequisite_demo_kd_teacher.sbatch").read_text()
+    assert "#SBATCH --array=0\n" in teacher and "configs/demo/kd_teacher.yaml" in teacher
+    kd = (out / "demo_kd.sbatch").read_text()
+    checkpoint = tmp_path / "runs" / "demo/kd_teacher/seed0/checkpoints/final.pt"
+    assert f"test -f {checkpoint} || {{ echo" in kd and f"sources.0.weights={checkpoint}" in kd
+    submit = (out / "submit.sh").read_text().splitlines()
+    first = next(i for i, line in enumerate(submit) if "prerequisite_demo_kd_teacher.sbatch" in line)
+    then = next(i for i, line in enumerate(submit) if "demo_kd.sbatch" in line)
+    assert first < then and submit[first].startswith("job_prerequisite_demo_kd_teacher=$(sbatch --parsable ")
+    assert "--dependency=afterok:${job_prerequisite_demo_kd_teacher%%;*} " in submit[then]
+    assert "--dependency" not in next(line for line in submit if "demo_scratch.sbatch" in line)
+    for script in (teacher, kd, "\n".join(submit)):
+        assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0  # valid shell

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -122,3 +123,100 @@ def test_curve_band_is_min_to_max_over_seeds(tmp_path):
     run = results.Run(0, {"final": {}}, [{"epoch": 1, "test/top1": 3.0}, {"epoch": 2}, {"epoch": 3, "test/top1": 5.0}])
     assert run.curve("test/top1") == [(1, 3.0), (3, 5.0)]  # epochs without evaluation are left out
     assert run.final("test/top1") == 5.0 and run.best("test/top1") == 5.0
+
+
+# ---------------------------------------------------------------- a baseline, the cells layout, the README
+
+BASELINE_TABLE = """
+title: demo-like
+metric: test/top1
+layout: cells
+headers: [heads, method]
+baseline: {row: none, column: scratch}
+columns: [scratch, SSKT]
+rows:
+  - label: none
+    cells:
+      scratch: {config: configs/demo/scratch.yaml, run: t/scratch}
+  - label: linear
+    cells:
+      SSKT: {config: configs/demo/sskt.yaml, overrides: [model.head=linear], run: t/sskt_linear}
+"""
+FINALS = {"t/scratch": {0: 80.0, 1: 83.0, 2: 81.0, 5: 70.0}, "t/sskt_linear": {0: 85.0, 1: 84.5, 2: 88.0, 3: 90.0}}
+
+README = """# Project
+
+Intro text, untouched.
+
+<!-- results:demo-like -->
+old text that goes
+<!-- /results:demo-like -->
+
+## After
+Closing text, untouched.
+"""
+
+
+@pytest.fixture
+def baseline_table(tmp_path):
+    path = tmp_path / "demo-like.yaml"
+    path.write_text(BASELINE_TABLE)
+    return path
+
+
+def write_finals(runs):
+    for name, finals in FINALS.items():
+        for seed, value in finals.items():
+            write_run(runs / name, seed, "test/top1", [value - 5, value])
+
+
+def test_delta_to_the_baseline_is_paired_by_seed(tmp_path, baseline_table):
+    write_finals(tmp_path / "runs")
+    assert results.main(["--table", str(baseline_table), "--runs", str(tmp_path / "runs"), "--out",
+                         str(tmp_path / "out"), "--seeds", "0", "1", "2", "3"]) == 0
+    text = (tmp_path / "out" / "demo-like.md").read_text()
+    lines = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
+             for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    assert lines[("heads", "method")] == ["metric", "ours, final epoch", "best epoch", "Δ vs scratch"]
+    scratch = mean_std([80.0, 83.0, 81.0])  # seed 5 is not among --seeds
+    assert lines[("none", "scratch")] == ["top-1 %", f"{scratch[0]:.2f} ± {scratch[1]:.2f} (3 seeds)",
+                                          f"{scratch[0]:.2f} ± {scratch[1]:.2f} (3 seeds)", "–"]
+    sskt = mean_std([85.0, 84.5, 88.0, 90.0])
+    delta = mean_std([85.0 - 80.0, 84.5 - 83.0, 88.0 - 81.0])  # seed 3 has no scratch run to pair with
+    assert lines[("linear", "SSKT")] == ["top-1 %", f"{sskt[0]:.2f} ± {sskt[1]:.2f} (4 seeds)",
+                                         f"{sskt[0]:.2f} ± {sskt[1]:.2f} (4 seeds)",
+                                         f"+{delta[0]:.2f} ± {delta[1]:.2f} (3 seeds)"]
+    assert "paper" not in lines[("heads", "method")]  # no paper number in the table: no such column
+    rows = {r["column"]: r for r in csv.DictReader((tmp_path / "out" / "demo-like.csv").open())}
+    assert float(rows["SSKT"]["delta_mean"]) == pytest.approx(delta[0], abs=1e-4)
+    assert rows["SSKT"]["delta_seeds"] == "3" and rows["scratch"]["delta_mean"] == ""
+
+
+def test_readme_section_is_replaced_between_its_markers_only(tmp_path, baseline_table):
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    args = ["--table", str(baseline_table), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results"),
+            "--readme", str(readme)]
+    assert results.main(args) == 0  # no run yet: says so, invents no number
+    text = readme.read_text()
+    before, _, rest = text.partition("<!-- results:demo-like -->\n")
+    section, _, after = rest.partition("<!-- /results:demo-like -->")
+    assert before == README.partition("<!-- results:demo-like -->")[0]
+    assert after == README.partition("<!-- /results:demo-like -->")[2]
+    assert "Not yet measured" in section and "make results TABLE=demo-like README=1" in section
+    assert "old text" not in section and not re.search(r"\d\.\d|±|\|", section)  # no number, no table
+
+    write_finals(tmp_path / "runs")
+    assert results.main(args) == 0
+    text = readme.read_text()
+    section = text.partition("<!-- results:demo-like -->\n")[2].partition("<!-- /results:demo-like -->")[0]
+    assert text.startswith(before) and text.endswith(after) and text.count("<!-- results:demo-like -->") == 1
+    assert "Not yet measured" not in section and "| linear | SSKT | top-1 % |" in section
+    assert f"{np.mean([80.0, 83.0, 81.0, 70.0]):.2f}" in section  # every seed found
+    assert "(results/demo-like/bars.png)" in section and "(results/demo-like/curves_linear.png)" in section
+    assert (tmp_path / "results/demo-like/curves_linear.png").exists()
+
+    readme.write_text("# no markers\n")
+    assert results.main(args) == 2  # one line naming the file and the markers; the file is untouched
+    assert readme.read_text() == "# no markers\n"
+    assert results.main([*args, "train.epochs=1"]) == 2  # a trial's numbers never go to the README

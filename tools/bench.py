@@ -7,7 +7,9 @@
    - live: both sources run every step (`source.cache: off`, the reference);
    - cached: read from the HDF5 cache (engine/source_cache.py);
    - in memory: a plain tensor lookup, the limit a cache can approach;
-   and the scratch target alone (no heads, no sources).
+   and the scratch target alone (no heads, no sources); then the scratch target and the target with
+   its two transfer modules (outputs in memory) in both memory layouts, NCHW and channels_last
+   (`train.channels_last`), alternated over --layout-repeats rounds: median images/s and the ratio.
 2. Cache build time and size for those two sources.
 3. Loader images/s: DALI vs PyTorch DataLoader (vs device-resident) for
    CIFAR-like arrays and for VOC-like JPEG files.
@@ -65,14 +67,16 @@ def make_sources(folder: Path) -> list:
     return sources
 
 
-def time_training(accelerator, images: ImageSet, view_set, sources, providers, steps: int, batch: int) -> float:
+def time_training(accelerator, images: ImageSet, view_set, sources, providers, steps: int, batch: int,
+                  channels_last: bool | str = "auto") -> float:
     """Images/s of the real training loop (sskt method, or scratch) over `steps` batches, after one warm-up batch."""
     torch.manual_seed(0)
     cfg = Config.model_validate({
         "data": {"dataset": "procedural", "mean": [0.5] * 3, "std": [0.25] * 3},
         "model": {"target": "resnet20", "head": "transfer_module"},
         "sources": [{"name": s.name, "format": "checkpoint", "weights": str(s.weights_path)} for s in sources],
-        "method": {"name": "sskt" if sources else "scratch"}, "optim": {"lr": 0.05}})
+        "method": {"name": "sskt" if sources else "scratch"}, "optim": {"lr": 0.05},
+        "train": {"channels_last": channels_last}})
     method = build_method(cfg.method)
     method.build(Context(cfg, images.num_classes, False, sources))
     method.setup(accelerator, 2)
@@ -103,14 +107,25 @@ def bench_training(args, workdir: Path, accelerator) -> dict:
     in_memory = {name: _memory_table(p) for name, p in cached.items()}
 
     live = {s.name: LiveSource(s.to(accelerator.device), accelerator.autocast) for s in sources}
-    results = {
+    results = {  # in the layout train.channels_last: auto gives a 2D target
         "live": time_training(accelerator, images, view_set, sources, live, args.steps, args.batch),
         "cached": time_training(accelerator, images, view_set, sources, cached, args.steps, args.batch),
         "in_memory": time_training(accelerator, images, view_set, sources, in_memory, args.steps, args.batch),
         "scratch": time_training(accelerator, images, view_set, [], {}, args.steps, args.batch),
     }
+    layouts = {}
+    for name, (setting_sources, providers) in (("scratch", ([], {})), ("two_transfer_modules", (sources, in_memory))):
+        rates = {"nchw": [], "channels_last": []}
+        for _ in range(args.layout_repeats):  # alternated, so a load change on the machine hits both layouts
+            for layout in rates:
+                rates[layout].append(time_training(accelerator, images, view_set, setting_sources, providers,
+                                                   args.steps, args.batch, channels_last=layout == "channels_last"))
+        medians = {layout: float(np.median(r)) for layout, r in rates.items()}
+        layouts[name] = {"images_per_s": rates, "median_images_per_s": medians,
+                         "channels_last_over_nchw": medians["channels_last"] / medians["nchw"]}
     return {
         "images_per_s": results,
+        "layouts": layouts,
         "cached_speedup_over_live": results["cached"] / results["live"],
         "in_memory_over_cached": results["in_memory"] / results["cached"],
         "scratch_over_cached": results["scratch"] / results["cached"],
@@ -174,6 +189,11 @@ def print_report(report: dict) -> None:
     print(f"cached / live = {t['cached_speedup_over_live']:.2f}x (target >= 5), "
           f"in-memory / cached = {t['in_memory_over_cached']:.3f} (target <= 1.1), "
           f"scratch / cached = {t['scratch_over_cached']:.2f}")
+    for name, layout in t["layouts"].items():
+        m = layout["median_images_per_s"]
+        print(f"ResNet-20 {name.replace('_', ' ')}: channels_last {m['channels_last']:.0f} img/s, NCHW {m['nchw']:.0f} "
+              f"img/s: channels_last / NCHW = {layout['channels_last_over_nchw']:.2f}x "
+              f"(median of {len(layout['images_per_s']['nchw'])} alternated rounds)")
     c = t["cache"]
     print(f"cache build: {c['samples']} samples x {c['views']} views x 2 sources in {c['build_seconds']:.1f} s "
           f"({c['forwards_per_s']:.0f} source forwards/s), {c['bytes'] / 2**20:.2f} MiB")
@@ -190,6 +210,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8, help="timed training steps per setting")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--layout-repeats", type=int, default=5, help="rounds of NCHW vs channels_last")
     parser.add_argument("--array-samples", type=int, default=10000)
     parser.add_argument("--jpeg-samples", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)

@@ -71,12 +71,11 @@ def training_rate(device: torch.device, precision: str, channels_last: bool, ste
         "data": {"dataset": "procedural", "root": str(folder / "data"), "views": view_set.count},
         "model": {"target": "resnet20", "head": "transfer_module"},
         "sources": [{"name": "object", "format": "checkpoint", "weights": "unused.pt", "num_classes": 36}],
-        "method": {"name": "sskt"}, "optim": {"lr": 0.05, "weight_decay": 0.0}})
+        "method": {"name": "sskt"}, "optim": {"lr": 0.05, "weight_decay": 0.0},
+        "train": {"channels_last": channels_last}})
     method = build_method(cfg.method)
     # The source's outputs are a random table looked up by (index, view): only its name and class count matter.
     method.build(Context(cfg, images.num_classes, False, [SimpleNamespace(name="object", num_classes=36)]))
-    if channels_last:
-        method.nets = {name: net.to(memory_format=torch.channels_last) for name, net in method.nets.items()}
     method.setup(accelerator, epochs=2)
     outputs_table = torch.randn(len(images) * view_set.count, 36, device=accelerator.device)
     source = SourceOutputs({"object": lambda b: outputs_table[b["index"] * view_set.count + b["view"]]})

@@ -6,17 +6,32 @@
     python -m tools.reproduce --table comparison --seeds 3 --slurm --nodes 2 --gpus-per-node 4   (SLURM=1)
 
 `--seeds N` means seeds 0..N-1; several values are the seeds themselves (`--seeds 3 7`).
+`--cells` keeps the cells matching a pattern: a column, a row's label or "row / column",
+shell wildcards allowed (`--cells KD "linear heads/*"`).
 Runs go one after another, each `python -m engine.train --config C seed=S [cell overrides]
 [extra overrides]` (under `accelerate launch` with --nproc > 1). A seed whose summary.json
 exists is skipped; an interrupted one is started again and the engine resumes it. A config
 that does not exist yet is reported, not run; a failed run does not stop the others.
---slurm writes one sbatch script per cell, an array job over its unfinished seeds
-(task id = seed), that runs `accelerate launch` across the allotted GPUs and nodes, and a
-submit.sh that submits them all.
+
+Extra overrides that change what a run computes (a quick `train.epochs=5`; anything but
+NEUTRAL_KEYS) send the whole table to its own runs root, runs/trial-<hash>/, so a later full
+table never resumes a trial (tools/results.py finds it from the same overrides).
+
+Prerequisites follow from the configs: a source whose weights lie under runs/
+(`runs/<name>/seed<k>/checkpoints/final.pt`, a KD teacher) is made by the run of
+configs/<name>.yaml with seed k, which is planned (once) before the first cell that needs it,
+in the same runs root. A cell whose needed checkpoint is missing when it starts fails in one
+line and is not run.
+
+--slurm writes one sbatch script per cell (and per prerequisite), an array job over its
+unfinished seeds (task id = seed), that runs `accelerate launch` across the allotted GPUs
+and nodes, and a submit.sh that submits them all, each after the jobs it needs
+(`--dependency=afterok:`).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import shlex
 import subprocess
@@ -24,25 +39,31 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.tables import Cell, Row, Table, TableError, load_table, table_names
+from engine.config import ConfigError, load_config
+from tools.tables import Cell, Table, TableError, cell_label, load_table, selected, table_names
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS = Path("runs")
 PORT = 29500
+# Overrides that do not change what a run computes; any other sends the table to a trial runs root.
+NEUTRAL_KEYS = {"train.progress", "train.channels_last", "data.workers"}
+# A checkpoint another run writes: runs/<run name>/seed<k>/checkpoints/<file>.
+RUN_CHECKPOINT = re.compile(r"(?P<name>.+)/seed(?P<seed>\d+)/checkpoints/[^/]+")
 
 
 @dataclass(frozen=True)
 class Job:
-    """One cell x seed."""
-    row: Row
-    column: str
+    """One cell x seed (or a run that cells need first)."""
+    label: str  # "row / column", or "prerequisite <run name>"
     cell: Cell
     seed: int
     run_dir: Path
+    needs: tuple[Path, ...] = ()  # checkpoints of other runs this one reads (its sources' weights)
+    overrides: tuple[str, ...] = ()  # those sources pointed at them, when the runs root is not runs/
 
     @property
     def status(self) -> str:
-        if not (ROOT / self.cell.config).exists() and not Path(self.cell.config).exists():
+        if not config_path(self.cell.config).exists():
             return "missing config"
         if (self.run_dir / "summary.json").exists():
             return "done"
@@ -51,30 +72,78 @@ class Job:
         return "new"
 
 
+def config_path(config: str) -> Path:
+    return Path(config) if Path(config).exists() else ROOT / config
+
+
 def seed_list(values: list[int]) -> list[int]:
     return list(range(values[0])) if len(values) == 1 else list(values)
 
 
-def plan(table: Table, seeds: list[int], runs_root: Path = DEFAULT_RUNS) -> list[Job]:
-    """Every cell x seed in reading order; a run folder that two cells share is listed once."""
-    jobs, seen = [], set()
-    for row, column, cell in table.cells():
-        for seed in seeds:
-            run_dir = cell.run_dir(runs_root, seed)
-            if run_dir not in seen:
-                seen.add(run_dir)
-                jobs.append(Job(row, column, cell, seed, run_dir))
+def trial_root(runs_root: Path, extra: list[str]) -> Path:
+    """`runs_root` for the table itself; runs_root/trial-<hash> when `extra` changes what the runs compute."""
+    changing = sorted(o for o in extra if o.partition("=")[0].strip() not in NEUTRAL_KEYS)
+    if not changing:
+        return Path(runs_root)
+    return Path(runs_root) / f"trial-{hashlib.sha256(chr(10).join(changing).encode()).hexdigest()[:8]}"
+
+
+def needed_runs(cell: Cell) -> list[tuple[int, Path, str, int]]:
+    """(source index, weights, run name, seed) for each source of the cell whose weights another run writes."""
+    try:
+        sources = load_config(config_path(cell.config), cell.overrides).sources
+    except (ConfigError, FileNotFoundError, OSError):
+        return []  # a missing or broken config is reported when its own job runs
+    needed = []
+    for i, source in enumerate(sources):
+        weights = Path(source.weights or "")
+        if weights.parts[:1] == DEFAULT_RUNS.parts and (m := RUN_CHECKPOINT.fullmatch("/".join(weights.parts[1:]))):
+            needed.append((i, weights, m["name"], int(m["seed"])))
+    return needed
+
+
+def with_prerequisites(label: str, cell: Cell, seed: int, runs_root: Path, depth: int = 0) -> list[Job]:
+    """The runs the cell's sources need (recursively, first), then the cell's own job."""
+    if depth > 8:
+        raise TableError(f"{cell.config}: its sources' weights need runs that need each other")
+    jobs, needs, overrides = [], [], []
+    for index, weights, name, needed_seed in needed_runs(cell):
+        maker = Cell(config=f"configs/{name}.yaml")
+        jobs += with_prerequisites(f"prerequisite {name}", maker, needed_seed, runs_root, depth + 1)
+        needs.append(Path(runs_root) / weights.relative_to(DEFAULT_RUNS))
+        if Path(runs_root) != DEFAULT_RUNS:
+            overrides.append(f"sources.{index}.weights={needs[-1]}")
+    jobs.append(Job(label, cell, seed, cell.run_dir(runs_root, seed), tuple(needs), tuple(overrides)))
     return jobs
 
 
-def train_args(cell: Cell, seed: int | str, runs_root: Path, extra: list[str]) -> list[str]:
-    """engine.train's arguments for a cell: config, seed, the cell's overrides, its folder, then `extra`."""
+def plan(table: Table, seeds: list[int], runs_root: Path = DEFAULT_RUNS, cells: list[str] = ()) -> list[Job]:
+    """Every selected cell x seed in reading order, each after the runs it needs; a run folder is listed once."""
+    jobs, seen = [], set()
+    for row, column, cell in table.cells():
+        if not selected(row, column, list(cells)):
+            continue
+        for seed in seeds:
+            for job in with_prerequisites(cell_label(row, column), cell, seed, runs_root):
+                if job.run_dir not in seen:
+                    seen.add(job.run_dir)
+                    jobs.append(job)
+    return jobs
+
+
+def maker_of(path: Path, jobs: list[Job]) -> Job | None:
+    return next((j for j in jobs if path.is_relative_to(j.run_dir)), None)
+
+
+def train_args(job: Job | Cell, seed: int | str, runs_root: Path, extra: list[str]) -> list[str]:
+    """engine.train's arguments: config, seed, the cell's overrides, its folder, its sources' weights, then `extra`."""
+    cell, own = (job.cell, list(job.overrides)) if isinstance(job, Job) else (job, [])
     args = ["-m", "engine.train", "--config", cell.config, f"seed={seed}", *cell.overrides]
     if cell.run:
         args.append(f"run.name={cell.run}")
     if Path(runs_root) != DEFAULT_RUNS:
         args.append(f"run.root={runs_root}")
-    return [*args, *extra]
+    return [*args, *own, *extra]
 
 
 def executable(name: str, base: Path | None = None) -> str:
@@ -95,11 +164,22 @@ def launcher(nproc: int) -> list[str]:
 
 
 def command(job: Job, nproc: int, runs_root: Path, extra: list[str]) -> list[str]:
-    return [*launcher(nproc), *train_args(job.cell, job.seed, runs_root, extra)]
+    return [*launcher(nproc), *train_args(job, job.seed, runs_root, extra)]
 
 
 def describe(job: Job) -> str:
-    return f"{job.row.label} / {job.column} seed {job.seed}"
+    return f"{job.label} seed {job.seed}"
+
+
+def missing_checkpoint(job: Job, path: Path) -> str:
+    return f"{describe(job)}: needs {path}, which is missing (run {maker_name(path)} first); not run"
+
+
+def maker_name(path: Path) -> str:
+    for parent in path.parents:
+        if re.fullmatch(r"seed\d+", parent.name):
+            return f"{parent.parent}, {parent.name}"
+    return str(path)
 
 
 # ---------------------------------------------------------------- running here
@@ -114,6 +194,16 @@ def run_all(jobs: list[Job], nproc: int, runs_root: Path, extra: list[str], dry_
             continue
         if status == "done":
             print(f"# {describe(job)}: done ({job.run_dir / 'summary.json'}); skipped")
+            continue
+        absent = [p for p in job.needs if not p.exists()]
+        if dry_run:
+            for path in absent:
+                maker = maker_of(path, jobs)
+                print(f"# {describe(job)}: after {describe(maker)}, which writes {path}" if maker else
+                      f"# {missing_checkpoint(job, path)}")
+        elif absent:
+            print(f"# {missing_checkpoint(job, absent[0])}", file=sys.stderr, flush=True)
+            failed.append(describe(job))
             continue
         print(f"# {describe(job)}: {'resuming' if status == 'resume' else 'new run'} in {job.run_dir}", flush=True)
         print(shlex.join(cmd), flush=True)
@@ -132,11 +222,11 @@ def run_all(jobs: list[Job], nproc: int, runs_root: Path, extra: list[str], dry_
 
 # ---------------------------------------------------------------- SLURM
 
-def slurm_script(table: Table, row: Row, column: str, cell: Cell, seeds: list[int], runs_root: Path,
-                 extra: list[str], nodes: int, gpus_per_node: int, cpus_per_task: int, time_limit: str,
-                 partition: str | None, log_dir: Path) -> str:
-    """An sbatch array job over `seeds` (array task id = seed) running the cell under accelerate launch."""
-    train = shlex.join(train_args(cell, "SEED", runs_root, extra)).replace("seed=SEED", 'seed="$SEED"')
+def slurm_script(table: Table, job: Job, seeds: list[int], runs_root: Path, extra: list[str], nodes: int,
+                 gpus_per_node: int, cpus_per_task: int, time_limit: str, partition: str | None, log_dir: Path) -> str:
+    """An sbatch array job over `seeds` (array task id = seed) running the job's cell under accelerate launch."""
+    cell = job.cell
+    train = shlex.join(train_args(job, "SEED", runs_root, extra)).replace("seed=SEED", 'seed="$SEED"')
     accelerate = shlex.quote(executable("accelerate", ROOT))
     # Array tasks of one cell may share a node: each rendezvous on its own port.
     port = f"--main_process_port $(({PORT} + SLURM_JOB_ID % 10000))"
@@ -148,9 +238,11 @@ def slurm_script(table: Table, row: Row, column: str, cell: Cell, seeds: list[in
                   f"--num_machines \"$SLURM_NNODES\" --num_processes $((SLURM_NNODES * {gpus_per_node})) "
                   f"--rdzv_backend c10d --main_process_ip \"$HEAD_NODE\" {port}")
     paper = f"paper {cell.paper}" + (f" ± {cell.pm}" if cell.pm is not None else "") if cell.paper is not None else "no paper number"
+    checks = [f"test -f {shlex.quote(str(p))} || {{ echo {shlex.quote(missing_checkpoint(job, p))} >&2; exit 1; }}"
+              for p in job.needs]
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name={slug(f'sskt-{table.name}-{row.label}-{column}')}",
+        f"#SBATCH --job-name={slug(f'sskt-{table.name}-{job.label}')}",
         f"#SBATCH --array={','.join(map(str, seeds))}",
         f"#SBATCH --nodes={nodes}",
         "#SBATCH --ntasks-per-node=1",
@@ -159,12 +251,14 @@ def slurm_script(table: Table, row: Row, column: str, cell: Cell, seeds: list[in
         f"#SBATCH --time={time_limit}",
         f"#SBATCH --output={log_dir}/%x-seed%a-%j.out",
         *([f"#SBATCH --partition={partition}"] if partition else []),
-        f"# {table.name}: {row.label} / {column}: {cell.config} ({paper}); the array task id is the seed.",
+        f"# {table.name}: {job.label}: {cell.config} ({paper}); the array task id is the seed.",
         "# Data, weights and source caches are read from the paths in the config (a shared file system);",
         "# the first job to need a source cache builds it under a file lock, the others wait and reuse it.",
         "set -euo pipefail",
         f"cd {shlex.quote(str(ROOT))}",
         "SEED=$SLURM_ARRAY_TASK_ID",
+        *(["# the checkpoints its sources read (submit.sh starts it after the jobs that write them)", *checks]
+          if checks else []),
         *(['HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'] if nodes > 1 else []),
         f"{launch} {train}",
     ]
@@ -172,32 +266,39 @@ def slurm_script(table: Table, row: Row, column: str, cell: Cell, seeds: list[in
 
 
 def write_slurm(table: Table, jobs: list[Job], out_dir: Path, runs_root: Path, extra: list[str], **resources) -> list[Path]:
+    """One script per cell (array over its unfinished seeds), and submit.sh submitting each after those it needs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     log_dir = (out_dir / "logs").resolve()
-    by_cell: dict[int, list[Job]] = {}
+    by_cell: dict[tuple[str, str], list[Job]] = {}
     for job in jobs:
-        by_cell.setdefault(id(job.cell), []).append(job)
-    scripts = []
+        by_cell.setdefault((job.label, job.cell.run_name), []).append(job)
+    scripts, variables, submit = [], {}, []  # run folder -> the shell variable holding its job's id
     for cell_jobs in by_cell.values():
         first = cell_jobs[0]
         todo = [j.seed for j in cell_jobs if j.status in ("new", "resume")]
         if first.status == "missing config":
-            print(f"# {first.row.label} / {first.column}: config {first.cell.config} does not exist yet; no script")
+            print(f"# {first.label}: config {first.cell.config} does not exist yet; no script")
             continue
         if not todo:
-            print(f"# {first.row.label} / {first.column}: every seed done; no script")
+            print(f"# {first.label}: every seed done; no script")
             continue
-        path = out_dir / f"{slug(f'{first.row.label}-{first.column}')}.sbatch"
-        path.write_text(slurm_script(table, first.row, first.column, first.cell, todo, runs_root, extra,
-                                     log_dir=log_dir, **resources))
+        name = slug(first.label)
+        path = out_dir / f"{name}.sbatch"
+        path.write_text(slurm_script(table, first, todo, runs_root, extra, log_dir=log_dir, **resources))
         scripts.append(path)
-        print(f"{path}: {first.cell.config}, seeds {todo}")
-    submit = out_dir / "submit.sh"
-    submit.write_text("#!/bin/bash\n# Submits every cell of the table (one array job per cell).\nset -euo pipefail\n"
-                      f"mkdir -p {shlex.quote(str(log_dir))}\n"
-                      + "".join(f"sbatch {shlex.quote(str(p.resolve()))}\n" for p in scripts))
-    submit.chmod(0o755)
-    print(f"{submit}: submits the {len(scripts)} scripts (bash {submit})")
+        after = sorted({variables[maker.run_dir] for j in cell_jobs for p in j.needs
+                        if (maker := maker_of(p, jobs)) is not None and maker.run_dir in variables})
+        dependency = f"--dependency=afterok:{':'.join(f'${{{v}%%;*}}' for v in after)} " if after else ""
+        variable = f"job_{name}"
+        submit.append(f"{variable}=$(sbatch --parsable {dependency}{shlex.quote(str(path.resolve()))})")
+        variables.update({j.run_dir: variable for j in cell_jobs})
+        print(f"{path}: {first.cell.config}, seeds {todo}" + (f", after {', '.join(after)}" if after else ""))
+    script = out_dir / "submit.sh"
+    script.write_text("#!/bin/bash\n# Submits every cell of the table (one array job per cell), each after the jobs "
+                      "whose checkpoints it reads.\nset -euo pipefail\n"
+                      f"mkdir -p {shlex.quote(str(log_dir))}\n" + "".join(line + "\n" for line in submit))
+    script.chmod(0o755)
+    print(f"{script}: submits the {len(scripts)} scripts (bash {script})")
     return scripts
 
 
@@ -211,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", required=True, help=f"a table name ({', '.join(table_names())}) or a YAML path")
     parser.add_argument("--seeds", type=int, nargs="+", default=[3], help="N (seeds 0..N-1) or the seeds themselves")
+    parser.add_argument("--cells", nargs="+", default=[], metavar="PATTERN",
+                        help='only these cells: a column, a row label or "row / column" (wildcards allowed)')
     parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="runs root (run.root), default runs/")
     parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per run, under accelerate launch")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and what is done; run nothing")
@@ -225,16 +328,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         table = load_table(args.table)
+        runs_root = trial_root(args.runs, args.overrides)
+        jobs = plan(table, seed_list(args.seeds), runs_root, args.cells)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    jobs = plan(table, seed_list(args.seeds), args.runs)
+    if not jobs:
+        print(f"error: no cell of {table.name} matches --cells {' '.join(args.cells)}", file=sys.stderr)
+        return 2
+    if runs_root != args.runs:
+        print(f"# the overrides change what the runs compute: this trial's runs go to {runs_root}/")
     if args.slurm:
-        write_slurm(table, jobs, args.slurm_dir or Path("slurm") / table.name, args.runs, args.overrides,
+        write_slurm(table, jobs, args.slurm_dir or Path("slurm") / table.name, runs_root, args.overrides,
                     nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
                     time_limit=args.time, partition=args.partition)
         return 0
-    return run_all(jobs, args.nproc, args.runs, args.overrides, args.dry_run)
+    return run_all(jobs, args.nproc, runs_root, args.overrides, args.dry_run)
 
 
 if __name__ == "__main__":

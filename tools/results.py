@@ -1,6 +1,9 @@
 """Collect every finished run (summary.json) under runs/ into the named tables, with the paper's numbers.
 
     python -m tools.results [--table comparison] [--runs runs] [--out results]       (make results)
+    python -m tools.results --table demo --readme README.md      (make results TABLE=demo README=1)
+    python -m tools.results --table demo --seeds 0 1 train.epochs=5   (a trial's table: the overrides
+                                                                       reproduce ran it with)
 
 For each table (tables/<name>.yaml) and each cell, the runs are the seeds found in
 runs/<the cell's run folder>/seed*/summary.json. Per cell: mean ± sample std over
@@ -10,6 +13,13 @@ the reference code reported it, and it is selected on the test set), beside the 
 number. A row's metric is the table's unless the row or cell names another (VOC: the
 sample-averaged AP the paper calls mAP; 3D: video accuracy), and a row's `also`
 metrics follow on their own lines. A cell without a finished run is marked "missing".
+A table with a baseline cell (tables/demo.yaml: scratch) shows each other cell's difference
+to it, paired by seed (mean ± std of the per-seed differences). `--seeds` keeps those seeds
+only; overrides given as for tools/reproduce.py select the trial runs root they made.
+
+`--readme README.md` also replaces the part of the README between `<!-- results:<table> -->`
+and `<!-- /results:<table> -->` with the table and links to its plots (atomically; the rest of
+the file is untouched); with no finished run, the part says so and names the command.
 
 Writes <out>/<table>.md, <out>/<table>.csv, and PNG plots under <out>/<table>/:
 one per row (test metric per epoch, per method: mean line and min-max band over seeds,
@@ -22,6 +32,8 @@ import csv
 import io
 import json
 import math
+import os
+import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -33,7 +45,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from tools.reproduce import DEFAULT_RUNS, slug  # noqa: E402
+from pipelines.storage import write_atomic  # noqa: E402
+from tools.reproduce import DEFAULT_RUNS, seed_list, slug, trial_root  # noqa: E402
 from tools.tables import Cell, Row, Table, TableError, load_table, table_names  # noqa: E402
 
 MISSING = "missing"
@@ -72,15 +85,19 @@ class Run:
         return self.summary.get("best", {}).get(metric)
 
 
-def collect_cell(cell: Cell, runs_root: Path) -> list[Run]:
+def collect_cell(cell: Cell, runs_root: Path, seeds: list[int] | None = None) -> list[Run]:
+    """The cell's finished seeds (those in `seeds` when given), in seed order."""
     runs = []
-    for summary_file in sorted((Path(runs_root) / cell.run_name).glob("seed*/summary.json")):
+    for summary_file in (Path(runs_root) / cell.run_name).glob("seed*/summary.json"):
+        seed = summary_file.parent.name.removeprefix("seed")
+        if not seed.isdigit() or (seeds is not None and int(seed) not in seeds):
+            continue
         summary = json.loads(summary_file.read_text())
         metrics_file = summary_file.with_name("metrics.jsonl")
         history = ([json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
                    if metrics_file.exists() else [])
-        runs.append(Run(int(summary_file.parent.name.removeprefix("seed")), summary, history))
-    return runs
+        runs.append(Run(int(seed), summary, history))
+    return sorted(runs, key=lambda run: run.seed)
 
 
 @dataclass(frozen=True)
@@ -99,12 +116,13 @@ class Stat:
     def std(self) -> float | None:
         return statistics.stdev(self.values) if self.n > 1 else None
 
-    def text(self) -> str:
+    def text(self, signed: bool = False, empty: str = MISSING) -> str:
         if not self.n:
-            return MISSING
+            return empty
+        mean = f"{self.mean:+.2f}" if signed else f"{self.mean:.2f}"
         if self.n == 1:
-            return f"{self.mean:.2f} (1 seed)"
-        return f"{self.mean:.2f} ± {self.std:.2f} ({self.n} seeds)"
+            return f"{mean} (1 seed)"
+        return f"{mean} ± {self.std:.2f} ({self.n} seeds)"
 
 
 @dataclass
@@ -114,6 +132,7 @@ class Line:
     metric: str
     primary: bool  # the metric the paper's numbers are in
     cells: dict[str, tuple[Cell, str, list[Run]]]  # column -> (cell, its metric, its runs)
+    bases: dict[str, list[Run]] = field(default_factory=dict)  # column -> its baseline cell's runs, if it has one
 
     def final(self, column: str) -> Stat:
         _, metric, runs = self.cells[column]
@@ -123,16 +142,31 @@ class Line:
         _, metric, runs = self.cells[column]
         return Stat(tuple(v for v in (r.best(metric) for r in runs) if v is not None))
 
+    def delta(self, column: str) -> Stat:
+        """Final value minus the baseline's, per seed both have (paired), over those seeds."""
+        _, metric, runs = self.cells[column]
+        base = {r.seed: r.final(metric) for r in self.bases.get(column, [])}
+        return Stat(tuple(r.final(metric) - base[r.seed] for r in runs
+                          if base.get(r.seed) is not None and r.final(metric) is not None))
 
-def collect(table: Table, runs_root: Path) -> list[Line]:
+
+def collect(table: Table, runs_root: Path, seeds: list[int] | None = None) -> list[Line]:
+    found: dict[str, list[Run]] = {}
+
+    def runs_of(cell: Cell) -> list[Run]:
+        if cell.run_name not in found:
+            found[cell.run_name] = collect_cell(cell, runs_root, seeds)
+        return found[cell.run_name]
+
     lines = []
     for row in table.rows:
-        runs = {column: collect_cell(cell, runs_root) for column, cell in row.cells.items()}
+        bases = {c: runs_of(base[1]) for c in row.cells if (base := table.baseline_of(row, c)) is not None}
         primary = row.metric or table.metric
-        lines.append(Line(row, primary, True, {c: (cell, table.metric_of(row, c), runs[c])
-                                               for c, cell in row.cells.items()}))
+        lines.append(Line(row, primary, True, {c: (cell, table.metric_of(row, c), runs_of(cell))
+                                               for c, cell in row.cells.items()}, bases))
         for metric in row.also:
-            lines.append(Line(row, metric, False, {c: (cell, metric, runs[c]) for c, cell in row.cells.items()}))
+            lines.append(Line(row, metric, False, {c: (cell, metric, runs_of(cell)) for c, cell in row.cells.items()},
+                              bases))
     return lines
 
 
@@ -149,33 +183,66 @@ def metric_name(metric: str) -> str:
     return METRIC_NAMES.get(metric, metric)
 
 
-def markdown(table: Table, lines: list[Line], runs_root: Path) -> str:
+def markdown(table: Table, lines: list[Line], runs_root: Path, heading: bool = True) -> str:
+    """The table, under its title (`heading`) and its protocol."""
+    delta = f"Δ vs {table.baseline_name()}"
+    out = [f"## {table.title}", ""] if heading else []
+    out += [f"Protocol: **ours** is the test value after the final epoch, mean ± sample std over the seeds found "
+            f"under `{runs_root}/` (their count in brackets); **best epoch** is the highest test value over the "
+            f"evaluated epochs (selected on the test set). "
+            + (f"**{delta}**: the final value minus {table.baseline_name()}'s on the same seed, mean ± std over "
+               f"the seeds both have. " if table.baseline else "")
+            + f"`{MISSING}`: no finished run yet (`make reproduce TABLE={table.name}`); `–`: no number in the "
+            f"paper; blank: not in the paper's table. Lines without a paper number are the same runs under "
+            f"another metric.", ""]
+    if table.protocol:
+        out += [table.protocol, ""]
+    rows = grid_rows(table, lines, delta) if table.layout == "grid" else cell_rows(table, lines, delta)
+    out += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(cells) + " |" for cells in rows[1:]]
+    return "\n".join(out) + "\n"
+
+
+def grid_rows(table: Table, lines: list[Line], delta: str) -> list[list[str]]:
+    """A line per row (and per `also` metric), three or four columns per method: the paper's layout."""
     header = ["row", "metric"]
     for column in table.columns:
         header += [f"{column}: ours, final epoch", f"{column}: ours, best epoch", f"{column}: paper"]
-    out = [f"## {table.title}", "",
-           f"Protocol: **ours** is the test value after the final epoch, mean ± sample std over the seeds found "
-           f"under `{runs_root}/` (their count in brackets); **best epoch** is the highest test value over the "
-           f"evaluated epochs (selected on the test set). `{MISSING}`: no finished run yet "
-           f"(`make reproduce TABLE={table.name}`); `–`: no number in the paper; blank: not in the paper's table. Lines without a paper number "
-           f"are the same runs under another metric.", ""]
-    if table.protocol:
-        out += [table.protocol, ""]
-    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        header += [f"{column}: {delta}"] if table.baseline else []
+    rows = [header]
     for line in lines:
         cells = [line.row.label if line.primary else "", metric_name(line.metric)]
         for column in table.columns:
             if column not in line.cells:
-                cells += ["", "", ""]
+                cells += [""] * (4 if table.baseline else 3)
                 continue
             cell = line.cells[column][0]
             cells += [line.final(column).text(), line.best(column).text(), paper_text(cell) if line.primary else "–"]
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
+            cells += [line.delta(column).text(signed=True, empty="–")] if table.baseline else []
+        rows.append(cells)
+    return rows
+
+
+def cell_rows(table: Table, lines: list[Line], delta: str) -> list[list[str]]:
+    """A line per cell (and metric): narrow enough for a README."""
+    with_paper = any(cell.paper is not None for _, _, cell in table.cells())
+    header = [*table.headers, "metric", "ours, final epoch", "best epoch"]
+    header += [delta] if table.baseline else []
+    header += ["paper"] if with_paper else []
+    rows = [header]
+    for line in lines:
+        for i, column in enumerate(c for c in table.columns if c in line.cells):
+            cell = line.cells[column][0]
+            cells = [line.row.label if i == 0 and line.primary else "", column, metric_name(line.metric),
+                     line.final(column).text(), line.best(column).text()]
+            cells += [line.delta(column).text(signed=True, empty="–")] if table.baseline else []
+            cells += [paper_text(cell) if line.primary else "–"] if with_paper else []
+            rows.append(cells)
+    return rows
 
 
 CSV_FIELDS = ["table", "row", "column", "metric", "config", "run", "seeds", "final_mean", "final_std",
-              "best_mean", "best_std", "paper", "paper_pm", "note"]
+              "best_mean", "best_std", "delta_mean", "delta_std", "delta_seeds", "paper", "paper_pm", "note"]
 
 
 def csv_text(table: Table, lines: list[Line]) -> str:
@@ -187,12 +254,13 @@ def csv_text(table: Table, lines: list[Line]) -> str:
             if column not in line.cells:
                 continue
             cell, metric, runs = line.cells[column]
-            final, best = line.final(column), line.best(column)
+            final, best, delta = line.final(column), line.best(column), line.delta(column)
             writer.writerow({
                 "table": table.name, "row": line.row.label, "column": column, "metric": metric,
                 "config": cell.config, "run": cell.run_name, "seeds": " ".join(str(r.seed) for r in runs),
                 "final_mean": _num(final.mean), "final_std": _num(final.std),
                 "best_mean": _num(best.mean), "best_std": _num(best.std),
+                "delta_mean": _num(delta.mean), "delta_std": _num(delta.std), "delta_seeds": delta.n or "",
                 "paper": _num(cell.paper if line.primary else None),
                 "paper_pm": _num(cell.pm if line.primary else None), "note": cell.note or ""})
     return buffer.getvalue()
@@ -206,10 +274,12 @@ def plot_row_curves(table: Table, line: Line, path: Path) -> bool:
     """Test metric per epoch, per method: mean over seeds, min-max band. False when no run has a curve."""
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
-    for column in table.columns:
-        if column not in line.cells:
-            continue
-        _, metric, runs = line.cells[column]
+    curves = [(column, *line.cells[column][1:]) for column in table.columns if column in line.cells]
+    bases = list(line.bases.values())
+    if table.baseline and bases and table.baseline.column not in line.cells and any(runs for *_, runs in curves):
+        # compare with it in every plot that has a curve of its own
+        curves.insert(0, (table.baseline.column, line.metric, bases[0]))
+    for column, metric, runs in curves:
         by_epoch: dict[int, list[float]] = {}
         for run in runs:
             for epoch, value in run.curve(metric):
@@ -262,21 +332,64 @@ def plot_bars(table: Table, lines: list[Line], path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(table: Table, runs_root: Path, out_dir: Path) -> dict[str, Path]:
-    """The table as Markdown and CSV, and its plots; returns what was written."""
-    lines = collect(table, runs_root)
+def write_results(table: Table, runs_root: Path, out_dir: Path, seeds: list[int] | None = None,
+                  readme: Path | None = None) -> dict[str, Path]:
+    """The table as Markdown and CSV, and its plots (and its README section); returns what was written."""
+    lines = collect(table, runs_root, seeds)
     plots = out_dir / table.name
     plots.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out_dir / f"{table.name}.md", "csv": out_dir / f"{table.name}.csv",
                "bars": plots / "bars.png"}
-    written["markdown"].write_text(markdown(table, lines, runs_root))
-    written["csv"].write_text(csv_text(table, lines))
+    write_atomic(written["markdown"], markdown(table, lines, runs_root))
+    write_atomic(written["csv"], csv_text(table, lines))
     plot_bars(table, lines, written["bars"])
     for line in lines:
         path = plots / f"curves_{slug(line.row.label)}.png"
         if line.primary and plot_row_curves(table, line, path):
             written[f"curves {line.row.label}"] = path
+    if readme is not None:
+        measured = any(runs for line in lines for _, _, runs in line.cells.values())
+        section = readme_section(table, lines, runs_root, written, readme.parent) if measured else \
+            not_measured_section(table)
+        replace_section(readme, table.name, section)
+        written["readme"] = readme
     return written
+
+
+# ---------------------------------------------------------------- the README's Results section
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+
+
+def readme_section(table: Table, lines: list[Line], runs_root: Path, written: dict[str, Path], base: Path) -> str:
+    plots = [(key.removeprefix("curves "), path) for key, path in written.items() if key.startswith("curves ")]
+    links = [f"[{table.name}: ours vs the paper, per cell]({link(written['bars'], base)})"]
+    links += [f"[{row}: test {metric_name(table.metric)} per epoch]({link(path, base)})" for row, path in plots]
+    return (f"_Generated by `make results TABLE={table.name} README=1` from the runs under `{runs_root}/`; "
+            f"do not edit by hand._\n\n" + markdown(table, lines, runs_root, heading=False)
+            + "\nPlots: " + " · ".join(links) + "\n")
+
+
+def not_measured_section(table: Table) -> str:
+    command = "make demo" if table.name == "demo" else f"make reproduce TABLE={table.name} SEEDS=3"
+    return (f"_Not yet measured: no run of this table has finished. `{command}` runs it, then "
+            f"`make results TABLE={table.name} README=1` writes its table here._\n")
+
+
+def link(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+
+
+def replace_section(readme: Path, name: str, section: str) -> None:
+    """Replace what lies between the table's two markers in `readme` (one line if they are not there)."""
+    start, end = markers(name)
+    text = readme.read_text()
+    found = re.search(re.escape(start) + r"\n.*?" + re.escape(end), text, flags=re.S)
+    if text.count(start) != 1 or text.count(end) != 1 or found is None:
+        raise TableError(f"{readme}: needs one '{start}' line and one '{end}' line after it, around the part "
+                         f"`make results TABLE={name} README=1` writes")
+    write_atomic(readme, text[:found.start()] + f"{start}\n{section}{end}" + text[found.end():])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,16 +397,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="append", help=f"a table ({', '.join(table_names())}); default: all")
     parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="where the run folders are (default runs/)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="where tables and plots go")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds: N (0..N-1) or the seeds themselves")
+    parser.add_argument("--readme", type=Path, help="also replace each table's marked section of this file")
+    parser.add_argument("overrides", nargs="*", help="the overrides tools.reproduce ran a trial with (its runs root)")
     args = parser.parse_args(argv)
+    runs_root = trial_root(args.runs, args.overrides)
+    if args.readme is not None and runs_root != args.runs:
+        print(f"error: --readme: a trial's table ({' '.join(args.overrides)}) is not written to {args.readme}",
+              file=sys.stderr)
+        return 2
     try:
         tables = [load_table(name) for name in (args.table or table_names())]
-    except TableError as e:
+        for table in tables:
+            written = write_results(table, runs_root, args.out, args.seeds and seed_list(args.seeds),
+                                    args.readme)
+            print(written["markdown"].read_text())
+            print(f"written: {', '.join(str(p) for p in written.values())}\n")
+    except (TableError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for table in tables:
-        written = write_results(table, args.runs, args.out)
-        print(written["markdown"].read_text())
-        print(f"written: {', '.join(str(p) for p in written.values())}\n")
     return 0
 
 

@@ -3,6 +3,8 @@
     title: ...
     metric: test/top1                 # what each cell reports (a row or a cell may say otherwise)
     columns: [KD, DML, SSKT]
+    baseline: {row: CIFAR-10 ResNet-20, column: KD}   # optional: a "Δ vs KD" beside every other cell
+    layout: grid                      # grid: a line per row (the paper's look); cells: a line per cell
     rows:
       - label: CIFAR-10 ResNet-20
         also: [test/top5]             # further metrics shown under the row, without a paper number
@@ -13,12 +15,17 @@
 
 A cell is one experiment: its config, the overrides it needs (then also its own `run`
 folder name), and where the paper has one, the paper's number and its +-. A column a row
-has no cell for was not in the paper. tools/reproduce.py runs the cells, tools/results.py
-collects them; both read tables through this module.
+has no cell for was not in the paper. The baseline is one cell (or, without `row`, each
+row's own cell in that column); every other cell shows its difference to it, paired by
+seed. tools/reproduce.py runs the cells, tools/results.py collects them; both read tables
+through this module. A cell's prerequisites (a KD teacher's run) follow from its config
+(tools/reproduce.py: a source's weights under runs/).
 """
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -66,6 +73,11 @@ class Row(Strict):
     cells: dict[str, Cell]
 
 
+class Baseline(Strict):
+    column: str
+    row: str | None = None  # None: each row's own cell in `column`
+
+
 class Table(Strict):
     name: str = ""
     title: str
@@ -73,6 +85,9 @@ class Table(Strict):
     protocol: str = ""  # how the paper's numbers were obtained, shown under the title
     columns: list[str]
     rows: list[Row]
+    baseline: Baseline | None = None
+    layout: Literal["grid", "cells"] = "grid"
+    headers: tuple[str, str] = ("row", "column")  # what a row and a column are, for the cells layout
 
     @model_validator(mode="after")
     def _known_columns(self):
@@ -80,6 +95,14 @@ class Table(Strict):
             unknown = set(row.cells) - set(self.columns)
             if unknown:
                 raise ValueError(f"row '{row.label}': cells {sorted(unknown)} are not among columns {self.columns}")
+        if self.baseline is not None:
+            labels = [row.label for row in self.rows]
+            if self.baseline.column not in self.columns:
+                raise ValueError(f"baseline column '{self.baseline.column}' is not among columns {self.columns}")
+            if self.baseline.row is not None and self.baseline.row not in labels:
+                raise ValueError(f"baseline row '{self.baseline.row}' is not among rows {labels}")
+            if self.baseline.row is not None and self.baseline.column not in self.rows[labels.index(self.baseline.row)].cells:
+                raise ValueError(f"baseline: row '{self.baseline.row}' has no cell '{self.baseline.column}'")
         return self
 
     def metric_of(self, row: Row, column: str) -> str:
@@ -91,6 +114,33 @@ class Table(Strict):
             for column in self.columns:
                 if column in row.cells:
                     yield row, column, row.cells[column]
+
+    def baseline_of(self, row: Row, column: str) -> tuple[Row, Cell] | None:
+        """The cell `row`/`column` is compared with; None for the baseline itself or where there is none."""
+        if self.baseline is None:
+            return None
+        base_row = row if self.baseline.row is None else next(r for r in self.rows if r.label == self.baseline.row)
+        base = base_row.cells.get(self.baseline.column)
+        if base is None or base is row.cells[column]:
+            return None
+        return base_row, base
+
+    def baseline_name(self) -> str:
+        return self.baseline.column if self.baseline else ""
+
+
+def cell_label(row: Row, column: str) -> str:
+    return f"{row.label} / {column}"
+
+
+def selected(row: Row, column: str, patterns: list[str]) -> bool:
+    """Whether a cell matches one of `patterns` (shell wildcards, any case): its column, its row's label,
+    or "row / column". No patterns: every cell."""
+    if not patterns:
+        return True
+    names = [column.lower(), row.label.lower(), cell_label(row, column).lower()]
+    return any(fnmatchcase(name, pattern.lower().replace(" / ", "/").replace("/", " / "))
+               for pattern in patterns for name in names)
 
 
 def table_names(folder: Path = TABLES_DIR) -> list[str]:

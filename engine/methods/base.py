@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from engine.optim import OptimConfig, build_optimizer, build_scheduler
-from engine.schema import Strict
+from engine.schema import ConfigError, Strict
 from models.finetune import fine_tuning_parameter_groups, load_pretrained_target
-from models.network import ModelOutput, TargetWithHeads
+from models.network import ModelOutput, TargetWithHeads, is_3d, use_channels_last
 from models.registry import build_target
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ class Method:
         """Pass every trained network and optimizer through accelerator.prepare (DDP, mixed precision,
         gradient accumulation, save_state), and register one per-epoch schedule per optimizer."""
         self.accelerator = accelerator
+        self.set_memory_format(self.ctx.config.train.channels_last)
         if accelerator.num_processes > 1 and accelerator.device.type == "cuda" and self.ctx.config.train.sync_bn:
             self.nets = {k: nn.SyncBatchNorm.convert_sync_batchnorm(m) for k, m in self.nets.items()}
         configured = self.configure_optimizers()
@@ -127,6 +128,17 @@ class Method:
         for name, (_, optim_cfg) in configured.items():
             self.schedulers[name] = build_scheduler(self.optimizers[name], optim_cfg, epochs)
             accelerator.register_for_checkpointing(self.schedulers[name])
+
+    def set_memory_format(self, channels_last) -> None:
+        """train.channels_last: 2D networks in channels_last (auto and true); 3D ones keep theirs (auto) or refuse (true)."""
+        if channels_last is False:
+            return
+        for name, net in self.nets.items():
+            if not is_3d(net):
+                use_channels_last(net)
+            elif channels_last is True:
+                raise ConfigError(f"train.channels_last: true is for 2D targets; {name} is a 3D network "
+                                  "(channels_last_3d is not supported): use auto or false")
 
     def train(self) -> None:
         for net in self.nets.values():
