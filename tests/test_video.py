@@ -122,8 +122,10 @@ def test_broken_videos_reported_and_rerun_is_a_no_op(ucf, capsys):
     assert "short video (kept, loop-padded): Alpha/v_Alpha_g02_c01: 6 frames" in out
 
 
-def test_killed_run_resumes_to_the_same_content(ucf, tmp_path):
-    """Kill the job (SIGKILL) after 4 videos are stored; the rerun decodes only the rest."""
+@pytest.mark.parametrize("sig, workers, status", [("SIGKILL", 1, -9), ("SIGTERM", 2, preprocess_video.EXIT_INTERRUPTED)])
+def test_killed_run_resumes_to_the_same_content(ucf, tmp_path, sig, workers, status):
+    """Kill the job (SIGKILL: no cleanup; SIGTERM: stops like Ctrl-C) after 4 videos are stored;
+    the rerun decodes only the rest."""
     out = tmp_path / "ucf101.h5"
     script = f"""
 import os, signal, sys
@@ -135,25 +137,57 @@ real = frame_store.append_video
 def append_then_die(*args):
     calls[0] += 1
     if calls[0] == 5:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.{sig})
     return real(*args)
 frame_store.append_video = append_then_die
-preprocess_video.main(["--dataset", "ucf101", "--root", {str(ucf.root)!r}, "--out", {str(out)!r}, "--short-side", "48",
-                       "--clip-length", "{T}", "--workers", "1", "--no-progress"])
+sys.exit(preprocess_video.main(["--dataset", "ucf101", "--root", {str(ucf.root)!r}, "--out", {str(out)!r},
+                                "--short-side", "48", "--clip-length", "{T}", "--workers", "{workers}", "--no-progress"]))
 """
-    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert killed.returncode == -9, killed.stderr
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == status, killed.stderr
+    if sig == "SIGTERM":
+        assert killed.stderr.strip().splitlines() == [f"interrupted: run the same command again to resume {out}"]
     partial = out.with_name(f".{out.stem}.partial.h5")
     assert not out.exists() and partial.exists()  # never the final name while partial
     with h5py.File(partial, "r") as f:
         assert f["done"][...].sum() == 4
     resumed = subprocess.run([sys.executable, "-m", "tools.preprocess_video", "--dataset", "ucf101", "--root",
                               str(ucf.root), "--out", str(out), "--short-side", "48", "--clip-length", str(T),
-                              "--workers", "2", "--no-progress"], capture_output=True, text=True, cwd=ROOT)
+                              "--workers", "2", "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert resumed.returncode == preprocess_video.EXIT_FAILURES, resumed.stderr
     assert "4 already stored" in resumed.stdout
     assert not partial.exists()
     assert_same_content(out, ucf.store)
+
+
+def test_a_decoder_process_that_dies_fails_only_its_video(tmp_path):
+    """One video kills the process decoding it (as a decoder segfault or the OOM killer would), one
+    listed video is missing: both reported, every other video stored, the job finishes."""
+    root = tmp_path / "UCF-101"
+    write_ucf101(root, ["Alpha", "Beta"], per_class=4, frames=T, size=(32, 24))
+    (root / "Beta/v_Beta_g01_c01.avi").unlink()
+    out = tmp_path / "ucf101.h5"
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+from tools import preprocess_video
+real = preprocess_video._convert_video
+def crash_on_one(path, *args):
+    if path.endswith("v_Alpha_g02_c01.avi"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, *args)
+preprocess_video._convert_video = crash_on_one
+sys.exit(preprocess_video.main(["--dataset", "ucf101", "--root", {str(root)!r}, "--out", {str(out)!r},
+                                "--clip-length", "{T}", "--workers", "2", "--no-progress"]))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == preprocess_video.EXIT_FAILURES, run.stderr
+    assert "failed video: Alpha/v_Alpha_g02_c01: decoder process died (signal 9 (SIGKILL))" in run.stdout
+    assert "failed video: Beta/v_Beta_g01_c01: FileNotFoundError: not found on disk" in run.stdout
+    assert "6 videos stored, 2 failed" in run.stdout
+    t = FrameStore(out).table
+    assert [n for n, s in zip(t.names, t.status) if s == FAILED] == ["Alpha/v_Alpha_g02_c01", "Beta/v_Beta_g01_c01"]
+    assert all(count == T for count, s in zip(t.frame_count, t.status) if s != FAILED)
 
 
 def test_jpeg_folder_tree_converts_to_the_same_store(ucf, tmp_path):
