@@ -210,8 +210,10 @@ def test_jpeg_folder_tree_converts_to_the_same_store(ucf, tmp_path):
 def test_hmdb51_layout(tmp_path):
     root = tmp_path / "hmdb51"
     write_hmdb51(root, ["brush_hair", "cartwheel"], per_class=4, frames=10, size=(48, 40))
+    write_video(root / "cartwheel/cartwheel_clip_2.avi", render_frames(10, 48, 40, seed=9), fps=30)  # as HMDB-51 ships
     assert preprocess(root, tmp_path / "hmdb51.h5", dataset="hmdb51", workers=1) == preprocess_video.EXIT_OK
     t = FrameStore(tmp_path / "hmdb51.h5").table
+    assert t.fps[t.names.index("cartwheel/cartwheel_clip_2")] == 30
     assert t.classes == ["brush_hair", "cartwheel"]
     assert t.names[:4] == [f"brush_hair/brush_hair_clip_{j}" for j in range(4)]
     for row in range(len(t.names)):
