@@ -207,6 +207,20 @@ def test_jpeg_folder_tree_converts_to_the_same_store(ucf, tmp_path):
         assert np.array_equal(a[key], b[key]), key
 
 
+def test_jpeg_folder_at_another_size_is_resized(tmp_path):
+    frames = render_frames(3, 96, 72, seed=2)
+    for i, frame in enumerate(frames):
+        (tmp_path / "v").mkdir(exist_ok=True)
+        Image.fromarray(frame).save(tmp_path / f"v/image_{i + 1:05d}.jpg", quality=95)
+    result = preprocess_video.convert((str(tmp_path / "v"), 48, 3, 1))
+    assert not result.error and len(result.sizes) == 3 and (result.width, result.height) == (96, 72)
+    ends = np.cumsum(result.sizes)
+    for frame, start, end in zip(frames, ends - result.sizes, ends):
+        stored = np.asarray(Image.open(io.BytesIO(result.blob[start:end])).convert("RGB")).astype(np.float64)
+        original = np.asarray(Image.fromarray(frame).resize((64, 48), Image.BOX))
+        assert stored.shape == (48, 64, 3) and 10 * np.log10(255 ** 2 / np.mean((stored - original) ** 2)) > 30
+
+
 def test_hmdb51_layout(tmp_path):
     root = tmp_path / "hmdb51"
     write_hmdb51(root, ["brush_hair", "cartwheel"], per_class=4, frames=10, size=(48, 40))
@@ -225,13 +239,45 @@ def test_hmdb51_layout(tmp_path):
     assert [t.names[r] for r in test.rows] == ["brush_hair/brush_hair_clip_1", "cartwheel/cartwheel_clip_1"]
 
 
-def test_missing_split_file_is_one_line(tmp_path, capsys):
-    root = tmp_path / "UCF-101"
-    write_ucf101(root, ["Alpha"], per_class=1, frames=4)
+def test_progress_lines_in_a_log(tmp_path, capsys, monkeypatch):
+    """Not on a terminal: plain lines (videos/s, frames/s, ETA) instead of a bar, and a last one."""
+    monkeypatch.setattr(preprocess_video, "LOG_EVERY_S", 0)
+    root = tmp_path / "hmdb51"
+    write_hmdb51(root, ["brush_hair"], per_class=3, frames=4, size=(32, 24))
+    assert preprocess_video.main(["--dataset", "hmdb51", "--root", str(root), "--out", str(tmp_path / "x.h5"),
+                                  "--workers", "1"]) == preprocess_video.EXIT_OK
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("preprocess: ")]
+    assert lines[0].startswith("preprocess: 1/3 videos, ") and "frames/s, ETA " in lines[0], lines
+    assert lines[-1].startswith("preprocess: 3 videos decoded in ") and lines[-1].endswith(" frames/s"), lines
+
+
+def _break_ucf_testlist(root: Path) -> str:
     (root / "ucfTrainTestlist/testlist02.txt").unlink()
-    assert preprocess(root, tmp_path / "x.h5") == preprocess_video.EXIT_BAD_INPUT
+    return "split file " + str(root / "ucfTrainTestlist/testlist02.txt") + " not found"
+
+
+def _break_ucf_classes(root: Path) -> str:
+    (root / "ucfTrainTestlist/classInd.txt").write_text("1 Alpha\n2\n")
+    return "classInd.txt, line 2: '2' is not '<index> <Class>'"
+
+
+def _break_hmdb_flag(root: Path) -> str:
+    (root / "testTrainMulti_7030_splits/brush_hair_test_split3.txt").write_text("brush_hair_clip_0.avi train\n")
+    return "brush_hair_test_split3.txt, line 1: 'brush_hair_clip_0.avi train' is not '<video>.avi <0|1|2>'"
+
+
+@pytest.mark.parametrize("dataset, damage", [("ucf101", _break_ucf_testlist), ("ucf101", _break_ucf_classes),
+                                             ("hmdb51", _break_hmdb_flag)])
+def test_bad_split_file_is_one_line(tmp_path, capsys, dataset, damage):
+    root = tmp_path / dataset
+    if dataset == "ucf101":
+        write_ucf101(root, ["Alpha"], per_class=1, frames=4)
+    else:
+        write_hmdb51(root, ["brush_hair"], per_class=1, frames=4)
+    expected = damage(root)
+    assert preprocess(root, tmp_path / "x.h5", dataset=dataset) == preprocess_video.EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "testlist02.txt" in err
+    assert err.count("\n") == 0 and expected in err, err
     assert not (tmp_path / "x.h5").exists()
 
 

@@ -12,15 +12,19 @@ Instead of a video file, a folder <root>/<class>/<video>/image_00001.jpg ... (3D
 extracted frames) is read as is: frames already at the target size keep their JPEG bytes.
 Any container and codec PyAV reads works (AVI/MPEG-4, MP4/H.264, MKV/VP9, MJPEG).
 
-Every frame is resized (shorter side --short-side, aspect kept) and JPEG-encoded by PyAV's mjpeg
-encoder at --qscale (ffmpeg's -q:v: 2 best .. 31). Videos decode sequentially, whole, in --workers
-processes, each with cores // workers codec threads; every container is closed after use.
-Frame counts are the frames PyAV decodes, not the header's estimate.
+Every frame is resized (shorter side --short-side, aspect kept, chroma re-sited for JPEG) by a
+libswscale filter graph and JPEG-encoded by PyAV's mjpeg encoder at --qscale (ffmpeg's -q:v: 2 best
+.. 31), both built once per video. Videos decode sequentially, whole, in --workers processes (always
+child processes: a decoder that crashes costs its video, not the job), each with cores // workers
+decoder threads; every container is closed after use. Frame counts are the frames PyAV decodes,
+not the header's estimate.
 
 The job is resumable (a rerun continues after the last stored video and ends with the same content)
-and atomic (the store gets its name only when complete and verified). A video that cannot be decoded
-is reported (file, error) and left out; one shorter than --clip-length is kept (loop padding) and
-flagged. Exit status: 0 all videos stored, 3 finished with failures, 2 bad input (no split files ...).
+and atomic (the store gets its name only when complete and verified); Ctrl-C and SIGTERM close the
+partial file cleanly. A video that cannot be decoded, or whose decoder process dies, is reported
+(file, error) and left out; one shorter than --clip-length is kept (loop padding) and flagged.
+Exit status: 0 all videos stored, 3 finished with failures, 2 bad input (a missing or malformed
+split file ...), 130 interrupted (rerun to resume).
 """
 from __future__ import annotations
 
@@ -85,14 +89,14 @@ def find_splits(root: Path, folder: str, given: Path | None) -> Path:
 def ucf101_entries(root: Path, splits: Path | None) -> tuple[list[Entry], list[str]]:
     folder = find_splits(root, "ucfTrainTestlist", splits)
     class_file = folder / "classInd.txt"
-    classes = [line.split()[1] for line in _lines(class_file)]
+    classes = [name for _, name in _rows(class_file, "<index> <Class>", (2,))]
     index = {name: i for i, name in enumerate(classes)}
     memberships: dict[str, list[int]] = {}
     for k in range(3):
         for kind, flag in (("train", TRAIN), ("test", TEST)):
             path = folder / f"{kind}list0{k + 1}.txt"
-            for line in _lines(path):
-                name = Path(line.split()[0]).with_suffix("").as_posix()
+            for row in _rows(path, "<Class>/<video>.avi [<label>]", (1, 2)):  # the label is the class's
+                name = Path(row[0]).with_suffix("").as_posix()
                 if name.split("/")[0] not in index:
                     raise InputError(f"{path}: class of {name!r} is not in {class_file}")
                 memberships.setdefault(name, [UNUSED] * 3)[k] = flag
@@ -117,8 +121,7 @@ def hmdb51_entries(root: Path, splits: Path | None) -> tuple[list[Entry], list[s
             path = files.get((name, k))
             if path is None:
                 raise InputError(f"{folder / f'{name}_test_split{k}.txt'} not found")
-            for line in _lines(path):
-                video, flag = line.split()
+            for video, flag in _rows(path, "<video>.avi <0|1|2>", (2,), last_in=("0", "1", "2")):
                 memberships.setdefault(f"{name}/{Path(video).stem}", [UNUSED] * 3)[k - 1] = int(flag)
     entries = [Entry(n, classes.index(n.split("/")[0]), tuple(s), find_source(root, n))
                for n, s in sorted(memberships.items())]
@@ -138,10 +141,19 @@ def find_source(root: Path, name: str) -> str | None:
     return None
 
 
-def _lines(path: Path) -> list[str]:
+def _rows(path: Path, form: str, fields: tuple[int, ...], last_in: tuple[str, ...] | None = None) -> list[list[str]]:
+    """The non-empty lines of a split file as words (as many as `fields` allows, the last one in
+    `last_in`); anything else is one error line naming the file, line and expected form."""
     if not path.is_file():
         raise InputError(f"split file {path} not found")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        row = line.split()
+        if row and (len(row) not in fields or (last_in and row[-1] not in last_in)):
+            raise InputError(f"{path}, line {number}: {line.strip()!r} is not '{form}'")
+        if row:
+            rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- one video (in a worker process)
@@ -454,21 +466,20 @@ class Progress:
 
     def __init__(self, total: int, done: int, enabled: bool):
         self.tty = enabled and sys.stderr.isatty()
-        self.enabled, self.total, self.done, self.frames = enabled, total, done, 0
+        self.enabled, self.total, self.initial, self.done, self.frames = enabled, total, done, done, 0
         self.started = self.last_line = time.monotonic()
         self.bar = tqdm(total=total, initial=done, unit="video", dynamic_ncols=True, disable=not self.tty)
 
     def update(self, frames: int) -> None:
         self.done, self.frames = self.done + 1, self.frames + frames
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        self.bar.set_postfix_str(f"{self.frames / elapsed:.0f} frames/s", refresh=False)
+        self.bar.set_postfix_str(f"{self.frames / self._elapsed():.0f} frames/s", refresh=False)
         self.bar.update(1)
         now = time.monotonic()
         if self.enabled and not self.tty and now - self.last_line >= LOG_EVERY_S:
-            rate = (self.done - self.bar.initial) / elapsed
+            rate = (self.done - self.initial) / self._elapsed()
             eta = (self.total - self.done) / rate if rate else float("inf")
             print(f"preprocess: {self.done}/{self.total} videos, {rate:.1f} videos/s, "
-                  f"{self.frames / elapsed:.0f} frames/s, ETA {eta:.0f} s", flush=True)
+                  f"{self.frames / self._elapsed():.0f} frames/s, ETA {eta:.0f} s", flush=True)
             self.last_line = now
 
     def write(self, line: str) -> None:
@@ -476,6 +487,12 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+        if self.enabled:
+            print(f"preprocess: {self.done - self.initial} videos decoded in {self._elapsed():.0f} s, "
+                  f"{self.frames / self._elapsed():.0f} frames/s", flush=True)
+
+    def _elapsed(self) -> float:
+        return max(time.monotonic() - self.started, 1e-9)
 
 
 def main(argv: list[str] | None = None) -> int:
