@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import resource
 import shutil
 import subprocess
 import time
@@ -69,40 +70,60 @@ def bench_video(args, workdir: Path, device) -> dict:
 
 def _bench_preprocessing(args, workdir: Path, videos: dict[str, Path], frames: int) -> dict:
     """The frame store and ffmpeg's JPEG folders built PREPROCESS_RUNS times each, alternately (so a
-    change in the machine's load hits both); the median run counts. Leaves workdir/ucf101.h5 and
-    workdir/jpg/ for the clip loaders."""
+    change in the machine's load hits both); the median run counts. CPU time per frame (this process
+    and its children: decoders, ffmpeg) is the figure a busy machine distorts least: ffmpeg runs ~13
+    threads a process and so takes a larger share of a contended CPU than single-threaded workers.
+    Leaves workdir/ucf101.h5 and workdir/jpg/ for the clip loaders."""
     store, folders = workdir / "ucf101.h5", workdir / "jpg"
     runs = {"frame_store": [], "ffmpeg_jpeg_folders": []}
+    cpu = {"frame_store": [], "ffmpeg_jpeg_folders": []}
     loads = [os.getloadavg()[0]]
-    for _ in range(PREPROCESS_RUNS):
+
+    def timed(name, build):
+        cpu_started, started = _cpu_seconds(), time.perf_counter()
+        build()
+        runs[name].append(frames / (time.perf_counter() - started))
+        cpu[name].append((_cpu_seconds() - cpu_started) / frames * 1e3)
+
+    def frame_store():
         store.unlink(missing_ok=True)
-        started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             status = preprocess_video.main(["--dataset", "ucf101", "--root", str(workdir / "UCF-101"), "--out",
                                             str(store), "--workers", str(args.workers), "--no-progress"])
-        runs["frame_store"].append(frames / (time.perf_counter() - started))
         assert status == 0, "preprocessing the benchmark videos failed"
+
+    def jpeg_folders():
         shutil.rmtree(folders, ignore_errors=True)
-        started = time.perf_counter()
         with ThreadPoolExecutor(args.workers) as pool:  # one ffmpeg process per video, `workers` at a time
             list(pool.map(lambda item: _ffmpeg_extract(item[1], folders / Path(item[0]).with_suffix("")),
                           videos.items()))
-        runs["ffmpeg_jpeg_folders"].append(frames / (time.perf_counter() - started))
+
+    for _ in range(PREPROCESS_RUNS):
+        timed("frame_store", frame_store)
+        timed("ffmpeg_jpeg_folders", jpeg_folders)
         loads.append(os.getloadavg()[0])
     jpgs = sorted(folders.rglob("*.jpg"))
     assert len(jpgs) == frames, f"ffmpeg wrote {len(jpgs)} frames, expected {frames}"
     with h5py.File(store, "r") as f:
         jpeg_bytes = int(f["frames"].shape[0])
     rates = {name: float(np.median(r)) for name, r in runs.items()}
+    cpu_ms = {name: float(np.median(c)) for name, c in cpu.items()}
     return {
         "videos": args.videos, "frames": frames, "size": "320x240 MPEG-4 AVI -> shorter side 128", "workers": args.workers,
         "preprocess_frames_per_s": rates, "preprocess_runs_frames_per_s": runs, "preprocess_load_average": loads,
         "store_over_ffmpeg_frames_per_s": rates["frame_store"] / rates["ffmpeg_jpeg_folders"],
+        "preprocess_cpu_ms_per_frame": cpu_ms, "preprocess_runs_cpu_ms_per_frame": cpu,
         "bytes": {"frame_store_file": store.stat().st_size, "frame_store_jpeg_per_frame": jpeg_bytes / frames,
                   "jpeg_folders_files": sum(p.stat().st_size for p in jpgs),
                   "jpeg_folders_allocated": sum(p.stat().st_blocks * 512 for p in jpgs),
                   "jpeg_folders_per_frame": sum(p.stat().st_size for p in jpgs) / frames},
     }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _ffmpeg_extract(video: Path, folder: Path) -> None:
@@ -182,10 +203,11 @@ def print_video_report(v: dict) -> None:
     runs, loads = v["preprocess_runs_frames_per_s"], ", ".join(f"{x:.1f}" for x in v["preprocess_load_average"])
     print(f"\nVideo preprocessing, {v['videos']} videos x {v['frames'] // v['videos']} frames ({v['size']}), "
           f"{v['workers']} workers, {len(runs['frame_store'])} alternating runs (load average {loads}):")
-    print("| | frames/s (median) | runs | bytes/frame |\n|---|---|---|---|")
+    print("| | frames/s (median) | runs | CPU ms/frame | bytes/frame |\n|---|---|---|---|---|")
     for name, label in (("frame_store", "PyAV -> HDF5 frame store"), ("ffmpeg_jpeg_folders", "ffmpeg CLI -> JPEG folders")):
         per_frame = b["frame_store_jpeg_per_frame" if name == "frame_store" else "jpeg_folders_per_frame"]
-        print(f"| {label} | {p[name]:.0f} | {', '.join(f'{x:.0f}' for x in runs[name])} | {per_frame:.0f} |")
+        print(f"| {label} | {p[name]:.0f} | {', '.join(f'{x:.0f}' for x in runs[name])} "
+              f"| {v['preprocess_cpu_ms_per_frame'][name]:.2f} | {per_frame:.0f} |")
     print(f"frame store / ffmpeg = {v['store_over_ffmpeg_frames_per_s']:.2f}x (target >= 1); files: store "
           f"{b['frame_store_file'] / 2**20:.2f} MiB, JPEG folders {b['jpeg_folders_files'] / 2**20:.2f} MiB "
           f"({b['jpeg_folders_allocated'] / 2**20:.2f} MiB allocated)")
