@@ -62,6 +62,9 @@ from pipelines.h5blocks import BlockFile
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 2, 3, 130
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v")
 LOG_EVERY_S = 30  # plain progress lines when stderr is not a terminal
+# How frames become JPEGs (JpegEncoder): part of a store's identity, so a store or a partial build
+# from an older encoder (other pixels or bytes for the same settings) is rebuilt, never mixed in.
+ENCODING = "swscale bilinear, chroma left->centre, mjpeg single-threaded"
 
 
 class InputError(Exception):
@@ -364,7 +367,7 @@ def available_cores() -> int:
 def store_identity(dataset: str, entries: list[Entry], classes: list[str], args) -> tuple[str, dict]:
     """Everything the store's content depends on; a different identity means a new store."""
     files = [(e.name, e.label, e.splits, e.source and _source_signature(e.source)) for e in entries]
-    key = {"format": frame_store.FORMAT_VERSION, "dataset": dataset, "classes": classes,
+    key = {"format": frame_store.FORMAT_VERSION, "encoding": ENCODING, "dataset": dataset, "classes": classes,
            "short_side": args.short_side, "qscale": args.qscale, "clip_length": args.clip_length, "videos": files}
     identity = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     attrs = {"format": frame_store.FORMAT_VERSION, "dataset": dataset, "classes": json.dumps(classes),
