@@ -122,8 +122,10 @@ def test_broken_videos_reported_and_rerun_is_a_no_op(ucf, capsys):
     assert "short video (kept, loop-padded): Alpha/v_Alpha_g02_c01: 6 frames" in out
 
 
-def test_killed_run_resumes_to_the_same_content(ucf, tmp_path):
-    """Kill the job (SIGKILL) after 4 videos are stored; the rerun decodes only the rest."""
+@pytest.mark.parametrize("sig, workers, status", [("SIGKILL", 1, -9), ("SIGTERM", 2, preprocess_video.EXIT_INTERRUPTED)])
+def test_killed_run_resumes_to_the_same_content(ucf, tmp_path, sig, workers, status):
+    """Kill the job (SIGKILL: no cleanup; SIGTERM: stops like Ctrl-C) after 4 videos are stored;
+    the rerun decodes only the rest."""
     out = tmp_path / "ucf101.h5"
     script = f"""
 import os, signal, sys
@@ -135,25 +137,57 @@ real = frame_store.append_video
 def append_then_die(*args):
     calls[0] += 1
     if calls[0] == 5:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.{sig})
     return real(*args)
 frame_store.append_video = append_then_die
-preprocess_video.main(["--dataset", "ucf101", "--root", {str(ucf.root)!r}, "--out", {str(out)!r}, "--short-side", "48",
-                       "--clip-length", "{T}", "--workers", "1", "--no-progress"])
+sys.exit(preprocess_video.main(["--dataset", "ucf101", "--root", {str(ucf.root)!r}, "--out", {str(out)!r},
+                                "--short-side", "48", "--clip-length", "{T}", "--workers", "{workers}", "--no-progress"]))
 """
-    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert killed.returncode == -9, killed.stderr
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == status, killed.stderr
+    if sig == "SIGTERM":
+        assert killed.stderr.strip().splitlines() == [f"interrupted: run the same command again to resume {out}"]
     partial = out.with_name(f".{out.stem}.partial.h5")
     assert not out.exists() and partial.exists()  # never the final name while partial
     with h5py.File(partial, "r") as f:
         assert f["done"][...].sum() == 4
     resumed = subprocess.run([sys.executable, "-m", "tools.preprocess_video", "--dataset", "ucf101", "--root",
                               str(ucf.root), "--out", str(out), "--short-side", "48", "--clip-length", str(T),
-                              "--workers", "2", "--no-progress"], capture_output=True, text=True, cwd=ROOT)
+                              "--workers", "2", "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert resumed.returncode == preprocess_video.EXIT_FAILURES, resumed.stderr
     assert "4 already stored" in resumed.stdout
     assert not partial.exists()
     assert_same_content(out, ucf.store)
+
+
+def test_a_decoder_process_that_dies_fails_only_its_video(tmp_path):
+    """One video kills the process decoding it (as a decoder segfault or the OOM killer would), one
+    listed video is missing: both reported, every other video stored, the job finishes."""
+    root = tmp_path / "UCF-101"
+    write_ucf101(root, ["Alpha", "Beta"], per_class=4, frames=T, size=(32, 24))
+    (root / "Beta/v_Beta_g01_c01.avi").unlink()
+    out = tmp_path / "ucf101.h5"
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+from tools import preprocess_video
+real = preprocess_video._convert_video
+def crash_on_one(path, *args):
+    if path.endswith("v_Alpha_g02_c01.avi"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, *args)
+preprocess_video._convert_video = crash_on_one
+sys.exit(preprocess_video.main(["--dataset", "ucf101", "--root", {str(root)!r}, "--out", {str(out)!r},
+                                "--clip-length", "{T}", "--workers", "2", "--no-progress"]))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == preprocess_video.EXIT_FAILURES, run.stderr
+    assert "failed video: Alpha/v_Alpha_g02_c01: decoder process died (signal 9 (SIGKILL))" in run.stdout
+    assert "failed video: Beta/v_Beta_g01_c01: FileNotFoundError: not found on disk" in run.stdout
+    assert "6 videos stored, 2 failed" in run.stdout
+    t = FrameStore(out).table
+    assert [n for n, s in zip(t.names, t.status) if s == FAILED] == ["Alpha/v_Alpha_g02_c01", "Beta/v_Beta_g01_c01"]
+    assert all(count == T for count, s in zip(t.frame_count, t.status) if s != FAILED)
 
 
 def test_jpeg_folder_tree_converts_to_the_same_store(ucf, tmp_path):
@@ -173,11 +207,27 @@ def test_jpeg_folder_tree_converts_to_the_same_store(ucf, tmp_path):
         assert np.array_equal(a[key], b[key]), key
 
 
+def test_jpeg_folder_at_another_size_is_resized(tmp_path):
+    frames = render_frames(3, 96, 72, seed=2)
+    for i, frame in enumerate(frames):
+        (tmp_path / "v").mkdir(exist_ok=True)
+        Image.fromarray(frame).save(tmp_path / f"v/image_{i + 1:05d}.jpg", quality=95)
+    result = preprocess_video.convert((str(tmp_path / "v"), 48, 3, 1))
+    assert not result.error and len(result.sizes) == 3 and (result.width, result.height) == (96, 72)
+    ends = np.cumsum(result.sizes)
+    for frame, start, end in zip(frames, ends - result.sizes, ends):
+        stored = np.asarray(Image.open(io.BytesIO(result.blob[start:end])).convert("RGB")).astype(np.float64)
+        original = np.asarray(Image.fromarray(frame).resize((64, 48), Image.BOX))
+        assert stored.shape == (48, 64, 3) and 10 * np.log10(255 ** 2 / np.mean((stored - original) ** 2)) > 30
+
+
 def test_hmdb51_layout(tmp_path):
     root = tmp_path / "hmdb51"
     write_hmdb51(root, ["brush_hair", "cartwheel"], per_class=4, frames=10, size=(48, 40))
+    write_video(root / "cartwheel/cartwheel_clip_2.avi", render_frames(10, 48, 40, seed=9), fps=30)  # as HMDB-51 ships
     assert preprocess(root, tmp_path / "hmdb51.h5", dataset="hmdb51", workers=1) == preprocess_video.EXIT_OK
     t = FrameStore(tmp_path / "hmdb51.h5").table
+    assert t.fps[t.names.index("cartwheel/cartwheel_clip_2")] == 30
     assert t.classes == ["brush_hair", "cartwheel"]
     assert t.names[:4] == [f"brush_hair/brush_hair_clip_{j}" for j in range(4)]
     for row in range(len(t.names)):
@@ -189,13 +239,45 @@ def test_hmdb51_layout(tmp_path):
     assert [t.names[r] for r in test.rows] == ["brush_hair/brush_hair_clip_1", "cartwheel/cartwheel_clip_1"]
 
 
-def test_missing_split_file_is_one_line(tmp_path, capsys):
-    root = tmp_path / "UCF-101"
-    write_ucf101(root, ["Alpha"], per_class=1, frames=4)
+def test_progress_lines_in_a_log(tmp_path, capsys, monkeypatch):
+    """Not on a terminal: plain lines (videos/s, frames/s, ETA) instead of a bar, and a last one."""
+    monkeypatch.setattr(preprocess_video, "LOG_EVERY_S", 0)
+    root = tmp_path / "hmdb51"
+    write_hmdb51(root, ["brush_hair"], per_class=3, frames=4, size=(32, 24))
+    assert preprocess_video.main(["--dataset", "hmdb51", "--root", str(root), "--out", str(tmp_path / "x.h5"),
+                                  "--workers", "1"]) == preprocess_video.EXIT_OK
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("preprocess: ")]
+    assert lines[0].startswith("preprocess: 1/3 videos, ") and "frames/s, ETA " in lines[0], lines
+    assert lines[-1].startswith("preprocess: 3 videos decoded in ") and lines[-1].endswith(" frames/s"), lines
+
+
+def _break_ucf_testlist(root: Path) -> str:
     (root / "ucfTrainTestlist/testlist02.txt").unlink()
-    assert preprocess(root, tmp_path / "x.h5") == preprocess_video.EXIT_BAD_INPUT
+    return "split file " + str(root / "ucfTrainTestlist/testlist02.txt") + " not found"
+
+
+def _break_ucf_classes(root: Path) -> str:
+    (root / "ucfTrainTestlist/classInd.txt").write_text("1 Alpha\n2\n")
+    return "classInd.txt, line 2: '2' is not '<index> <Class>'"
+
+
+def _break_hmdb_flag(root: Path) -> str:
+    (root / "testTrainMulti_7030_splits/brush_hair_test_split3.txt").write_text("brush_hair_clip_0.avi train\n")
+    return "brush_hair_test_split3.txt, line 1: 'brush_hair_clip_0.avi train' is not '<video>.avi <0|1|2>'"
+
+
+@pytest.mark.parametrize("dataset, damage", [("ucf101", _break_ucf_testlist), ("ucf101", _break_ucf_classes),
+                                             ("hmdb51", _break_hmdb_flag)])
+def test_bad_split_file_is_one_line(tmp_path, capsys, dataset, damage):
+    root = tmp_path / dataset
+    if dataset == "ucf101":
+        write_ucf101(root, ["Alpha"], per_class=1, frames=4)
+    else:
+        write_hmdb51(root, ["brush_hair"], per_class=1, frames=4)
+    expected = damage(root)
+    assert preprocess(root, tmp_path / "x.h5", dataset=dataset) == preprocess_video.EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "testlist02.txt" in err
+    assert err.count("\n") == 0 and expected in err, err
     assert not (tmp_path / "x.h5").exists()
 
 

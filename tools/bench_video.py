@@ -9,13 +9,19 @@ JPEG bytes, already in memory, decoded by DALI in a tight loop).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import os
+import resource
+import shutil
 import subprocess
 import time
 import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import h5py
 import imageio_ffmpeg
 import numpy as np
 import torch
@@ -30,6 +36,7 @@ from tools import preprocess_video
 from tools.synthetic_videos import write_ucf101
 
 T, BATCH, EPOCHS, CLIPS = 16, 8, 2, 96
+PREPROCESS_RUNS = 3
 
 
 def bench_video(args, workdir: Path, device) -> dict:
@@ -37,30 +44,8 @@ def bench_video(args, workdir: Path, device) -> dict:
     videos = write_ucf101(root, ["Alpha", "Beta"], per_class=args.videos // 2, frames=args.video_frames,
                           size=(320, 240))
     frames = args.videos // 2 * 2 * args.video_frames
-    store = workdir / "ucf101.h5"
-    started = time.perf_counter()
-    status = preprocess_video.main(["--dataset", "ucf101", "--root", str(root), "--out", str(store),
-                                    "--workers", str(args.workers), "--no-progress"])
-    store_s = time.perf_counter() - started
-    assert status == 0, "preprocessing the benchmark videos failed"
-    folders = workdir / "jpg"
-    started = time.perf_counter()
-    with ThreadPoolExecutor(args.workers) as pool:  # one ffmpeg process per video, `workers` at a time
-        list(pool.map(lambda item: _ffmpeg_extract(item[1], folders / Path(item[0]).with_suffix("")), videos.items()))
-    ffmpeg_s = time.perf_counter() - started
-    jpgs = sorted(folders.rglob("*.jpg"))
-    assert len(jpgs) == frames, f"ffmpeg wrote {len(jpgs)} frames, expected {frames}"
-    import h5py
-    with h5py.File(store, "r") as f:
-        jpeg_bytes = int(f["frames"].shape[0])
-    result = {
-        "videos": args.videos, "frames": frames, "size": "320x240 MPEG-4 AVI -> shorter side 128", "workers": args.workers,
-        "preprocess_frames_per_s": {"frame_store": frames / store_s, "ffmpeg_jpeg_folders": frames / ffmpeg_s},
-        "bytes": {"frame_store_file": store.stat().st_size, "frame_store_jpeg_per_frame": jpeg_bytes / frames,
-                  "jpeg_folders_files": sum(p.stat().st_size for p in jpgs),
-                  "jpeg_folders_allocated": sum(p.stat().st_blocks * 512 for p in jpgs),
-                  "jpeg_folders_per_frame": sum(p.stat().st_size for p in jpgs) / frames},
-    }
+    result = _bench_preprocessing(args, workdir, videos, frames)
+    folders = workdir / "jpg"  # the reference's JPEG folders, written by the ffmpeg runs
     videos_set = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=workdir, split=1), "train")
     # The videos repeated to CLIPS samples: an epoch of many batches, as in real training (UCF-101: 9.5k)
     repeat = -(-CLIPS // len(videos_set))
@@ -80,9 +65,65 @@ def bench_video(args, workdir: Path, device) -> dict:
     result["train_clips_per_s"] = clips
     result["dali_over_jpeg_folder"] = clips["frame_store_dali"] / clips["jpeg_folder_pil"]
     result["dali_over_decode_limit"] = clips["frame_store_dali"] / clips["decode_limit_dali"]
-    result["store_over_ffmpeg_frames_per_s"] = (result["preprocess_frames_per_s"]["frame_store"]
-                                                / result["preprocess_frames_per_s"]["ffmpeg_jpeg_folders"])
     return result
+
+
+def _bench_preprocessing(args, workdir: Path, videos: dict[str, Path], frames: int) -> dict:
+    """The frame store and ffmpeg's JPEG folders built PREPROCESS_RUNS times each, alternately (so a
+    change in the machine's load hits both); the median run counts. CPU time per frame (this process
+    and its children: decoders, ffmpeg) is the figure a busy machine distorts least: ffmpeg runs ~13
+    threads a process and so takes a larger share of a contended CPU than single-threaded workers.
+    Leaves workdir/ucf101.h5 and workdir/jpg/ for the clip loaders."""
+    store, folders = workdir / "ucf101.h5", workdir / "jpg"
+    runs = {"frame_store": [], "ffmpeg_jpeg_folders": []}
+    cpu = {"frame_store": [], "ffmpeg_jpeg_folders": []}
+    loads = [os.getloadavg()[0]]
+
+    def timed(name, build):
+        cpu_started, started = _cpu_seconds(), time.perf_counter()
+        build()
+        runs[name].append(frames / (time.perf_counter() - started))
+        cpu[name].append((_cpu_seconds() - cpu_started) / frames * 1e3)
+
+    def frame_store():
+        store.unlink(missing_ok=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            status = preprocess_video.main(["--dataset", "ucf101", "--root", str(workdir / "UCF-101"), "--out",
+                                            str(store), "--workers", str(args.workers), "--no-progress"])
+        assert status == 0, "preprocessing the benchmark videos failed"
+
+    def jpeg_folders():
+        shutil.rmtree(folders, ignore_errors=True)
+        with ThreadPoolExecutor(args.workers) as pool:  # one ffmpeg process per video, `workers` at a time
+            list(pool.map(lambda item: _ffmpeg_extract(item[1], folders / Path(item[0]).with_suffix("")),
+                          videos.items()))
+
+    for _ in range(PREPROCESS_RUNS):
+        timed("frame_store", frame_store)
+        timed("ffmpeg_jpeg_folders", jpeg_folders)
+        loads.append(os.getloadavg()[0])
+    jpgs = sorted(folders.rglob("*.jpg"))
+    assert len(jpgs) == frames, f"ffmpeg wrote {len(jpgs)} frames, expected {frames}"
+    with h5py.File(store, "r") as f:
+        jpeg_bytes = int(f["frames"].shape[0])
+    rates = {name: float(np.median(r)) for name, r in runs.items()}
+    cpu_ms = {name: float(np.median(c)) for name, c in cpu.items()}
+    return {
+        "videos": args.videos, "frames": frames, "size": "320x240 MPEG-4 AVI -> shorter side 128", "workers": args.workers,
+        "preprocess_frames_per_s": rates, "preprocess_runs_frames_per_s": runs, "preprocess_load_average": loads,
+        "store_over_ffmpeg_frames_per_s": rates["frame_store"] / rates["ffmpeg_jpeg_folders"],
+        "preprocess_cpu_ms_per_frame": cpu_ms, "preprocess_runs_cpu_ms_per_frame": cpu,
+        "bytes": {"frame_store_file": store.stat().st_size, "frame_store_jpeg_per_frame": jpeg_bytes / frames,
+                  "jpeg_folders_files": sum(p.stat().st_size for p in jpgs),
+                  "jpeg_folders_allocated": sum(p.stat().st_blocks * 512 for p in jpgs),
+                  "jpeg_folders_per_frame": sum(p.stat().st_size for p in jpgs) / frames},
+    }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _ffmpeg_extract(video: Path, folder: Path) -> None:
@@ -159,11 +200,14 @@ def _decode_limit(videos, plan, device, workers: int) -> float:
 
 def print_video_report(v: dict) -> None:
     p, b, c = v["preprocess_frames_per_s"], v["bytes"], v["train_clips_per_s"]
+    runs, loads = v["preprocess_runs_frames_per_s"], ", ".join(f"{x:.1f}" for x in v["preprocess_load_average"])
     print(f"\nVideo preprocessing, {v['videos']} videos x {v['frames'] // v['videos']} frames ({v['size']}), "
-          f"{v['workers']} workers:")
-    print("| | frames/s | bytes/frame |\n|---|---|---|")
-    print(f"| PyAV -> HDF5 frame store | {p['frame_store']:.0f} | {b['frame_store_jpeg_per_frame']:.0f} |")
-    print(f"| ffmpeg CLI -> JPEG folders | {p['ffmpeg_jpeg_folders']:.0f} | {b['jpeg_folders_per_frame']:.0f} |")
+          f"{v['workers']} workers, {len(runs['frame_store'])} alternating runs (load average {loads}):")
+    print("| | frames/s (median) | runs | CPU ms/frame | bytes/frame |\n|---|---|---|---|---|")
+    for name, label in (("frame_store", "PyAV -> HDF5 frame store"), ("ffmpeg_jpeg_folders", "ffmpeg CLI -> JPEG folders")):
+        per_frame = b["frame_store_jpeg_per_frame" if name == "frame_store" else "jpeg_folders_per_frame"]
+        print(f"| {label} | {p[name]:.0f} | {', '.join(f'{x:.0f}' for x in runs[name])} "
+              f"| {v['preprocess_cpu_ms_per_frame'][name]:.2f} | {per_frame:.0f} |")
     print(f"frame store / ffmpeg = {v['store_over_ffmpeg_frames_per_s']:.2f}x (target >= 1); files: store "
           f"{b['frame_store_file'] / 2**20:.2f} MiB, JPEG folders {b['jpeg_folders_files'] / 2**20:.2f} MiB "
           f"({b['jpeg_folders_allocated'] / 2**20:.2f} MiB allocated)")
