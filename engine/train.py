@@ -137,6 +137,10 @@ def removed_if_nothing_kept(run: RunFolder, accelerator):
         yield
     except BaseException:
         if not existed and accelerator.is_main_process and checkpoint.trainer_state(run.checkpoints) is None:
+            # Close the trackers first: tensorboard's writer thread would otherwise go on writing
+            # into the folder while it is removed, and leave part of it behind.
+            for tracker in accelerator.trackers:
+                tracker.finish()
             shutil.rmtree(run.path, ignore_errors=True)
         raise
 
