@@ -227,8 +227,10 @@ def test_clip_is_one_crop_and_flip_of_consecutive_frames(train_set):
         box = VIEWS.crop_box(view, *train_set.frame_size(index))
         for t, f in enumerate(frames):
             img = Image.open(io.BytesIO(train_set.clip_jpegs(index, np.array([f]))[0].tobytes())).convert("RGB")
-            want = np.asarray(img.resize((32, 32), Image.BILINEAR, box=box))
-            assert np.array_equal(clip[t], want[:, ::-1] if VIEWS.flip(view) else want)
+            want = np.asarray(img.crop(box).resize((32, 32), Image.BILINEAR))  # 3D-ResNets-PyTorch's crop + resize
+            want = want[:, ::-1] if VIEWS.flip(view) else want
+            diff = np.abs(clip[t].astype(int) - want)
+            assert diff.max() <= 1, (index, view, t, diff.max())  # torch's uint8 resize kernel vs PIL's
     assert list(clip_frame_indices(6, 0, T)) == [0, 1, 2, 3, 4, 5, 0, 1]  # loop padding
     assert list(clip_frame_indices(20, 16, 8)) == [16, 17, 18, 19, 16, 17, 18, 19]
     assert VIEWS.crop_box(0, 48, 64) == (8, 0, 56, 48) and VIEWS.crop_box(9, 48, 64) == (16, 0, 64, 48)
@@ -248,7 +250,7 @@ def test_dali_and_torch_clip_loaders_agree(train_set):
                 assert torch.equal(a[key], b[key]), key
             assert a["index"].tolist() == planned.indices.tolist() and a["start"].tolist() == planned.starts.tolist()
             diff = (a["image"] - b["image"]).abs() * 255
-            assert diff.max() <= 2.5 and diff.mean() <= 0.5  # resize rounding: DALI linear vs PIL bilinear
+            assert diff.max() <= 1  # same resize (render.resize_clip); decoders: DALI's libjpeg-turbo vs PIL's
     dali.close()
 
 
@@ -261,7 +263,7 @@ def test_eval_clips_cover_every_frame_once_across_two_processes(ucf):
         loader = build_clip_loader("dali", test_set, CLIP_EVAL_VIEWS, plan, CPU, workers=1)
         want = list(build_clip_loader("torch", test_set, CLIP_EVAL_VIEWS, plan, CPU, workers=0).epoch(0))
         for a, b in zip(loader.epoch(0), want, strict=True):
-            assert (a["image"] - b["image"]).abs().max() * 255 <= 2.5
+            assert (a["image"] - b["image"]).abs().max() * 255 <= 1
             assert torch.equal(a["video"], a["index"]) and torch.equal(a["view"], torch.zeros_like(a["view"]))
             for video, start in zip(a["video"].tolist(), a["start"].tolist()):
                 for f in range(start, min(start + T, counts[video])):
