@@ -230,7 +230,7 @@ def test_clip_is_one_crop_and_flip_of_consecutive_frames(train_set):
             want = np.asarray(img.crop(box).resize((32, 32), Image.BILINEAR))  # 3D-ResNets-PyTorch's crop + resize
             want = want[:, ::-1] if VIEWS.flip(view) else want
             diff = np.abs(clip[t].astype(int) - want)
-            assert diff.max() <= 1, (index, view, t, diff.max())  # torch's uint8 resize kernel vs PIL's
+            assert diff.max() <= 2 and diff.mean() < 0.05, (index, view, t)  # torch's uint8 resize kernel vs PIL's
     assert list(clip_frame_indices(6, 0, T)) == [0, 1, 2, 3, 4, 5, 0, 1]  # loop padding
     assert list(clip_frame_indices(20, 16, 8)) == [16, 17, 18, 19, 16, 17, 18, 19]
     assert VIEWS.crop_box(0, 48, 64) == (8, 0, 56, 48) and VIEWS.crop_box(9, 48, 64) == (16, 0, 64, 48)
