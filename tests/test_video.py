@@ -254,6 +254,22 @@ def test_dali_and_torch_clip_loaders_agree(train_set):
     dali.close()
 
 
+def test_packed_jpegs_cut_back_to_the_exact_byte_strings():
+    from nvidia.dali import Pipeline, fn, types as dali_types
+    from pipelines.dali_clips import pack_bytes
+    blobs = [np.frombuffer(b, np.uint8) for b in (b"\xff\xd8abc", b"x", b"0123456789")]
+    packed, lengths = pack_bytes(blobs)
+    assert packed.shape == (3, 10) and lengths.tolist() == [[5], [1], [10]]
+    pipe = Pipeline(batch_size=3, num_threads=1, device_id=None)
+    with pipe:
+        data, size = fn.external_source(source=lambda: (packed, lengths), num_outputs=2, batch=True,
+                                        dtype=[dali_types.UINT8, dali_types.INT32])
+        pipe.set_outputs(fn.slice(data, start=[0], shape=size, axes=[0]))  # as the clip loader's graph
+    pipe.build()
+    (out,) = pipe.run()
+    assert [np.asarray(out[i]).tobytes() for i in range(3)] == [b.tobytes() for b in blobs]
+
+
 def test_eval_clips_cover_every_frame_once_across_two_processes(ucf):
     test_set = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=ucf.base, split=1), "test")
     counts = tuple(test_set.frame_counts.tolist())
