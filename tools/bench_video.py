@@ -7,6 +7,7 @@ Loading: training clips/s (T=16, 112x112, batch 8) of frame store + DALI, frame 
 JPEG folder + PIL DataLoader (3D-ResNets-PyTorch's loader: PIL open, crop, bilinear resize per
 frame), and the decode limit (the same clips' JPEG bytes, already in memory, decoded by DALI in a
 tight loop: whole frames, the target's denominator; and only the crop boxes, as the loader decodes).
+Clip rates are medians of 3 interleaved rounds, ratios medians of the ratios within each round.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from pipelines.views import ClipViewSet, clip_frame_indices
 from tools import preprocess_video
 from tools.synthetic_videos import write_ucf101
 
-T, BATCH, EPOCHS, CLIPS = 16, 8, 2, 96
+T, BATCH, EPOCHS, CLIPS, ROUNDS = 16, 8, 2, 96, 3
 
 
 def bench_video(args, workdir: Path, device) -> dict:
@@ -70,19 +71,27 @@ def bench_video(args, workdir: Path, device) -> dict:
                                      frame_counts=np.tile(videos_set.frame_counts, repeat))
     views = ClipViewSet()
     plan = ClipPlan(tuple(videos_set.frame_counts.tolist()), T, BATCH, True, views.count)
-    clips = {}
-    for kind in ("dali", "torch"):
-        loader = build_clip_loader(kind, videos_set, views, plan, device, args.workers)
-        clips[f"frame_store_{kind}"] = _time_epochs(loader)
+    loaders = {f"frame_store_{kind}": build_clip_loader(kind, videos_set, views, plan, device, args.workers)
+               for kind in ("dali", "torch")}
+    loaders["jpeg_folder_pil"] = _FolderLoader(videos_set, folders, views, plan, args.workers)
+    limits = {"decode_limit_dali": False, "decode_limit_dali_crops": True}
+    # ROUNDS interleaved rounds, medians: on a shared machine the load drifts during a run, and a
+    # ratio of two figures taken a minute apart measures the drift
+    rounds = {name: [] for name in (*loaders, *limits)}
+    for round_ in range(ROUNDS):
+        for name, loader in loaders.items():
+            rounds[name].append(_time_epochs(loader, warm_up=round_ == 0))
+        for name, crops in limits.items():
+            rounds[name].append(_decode_limit(videos_set, views, plan, device, args.workers, crops=crops))
+    for loader in loaders.values():
         if hasattr(loader, "close"):
             loader.close()
-    clips["jpeg_folder_pil"] = _time_epochs(_FolderLoader(videos_set, folders, views, plan, args.workers))
-    clips["decode_limit_dali"] = _decode_limit(videos_set, views, plan, device, args.workers)
-    clips["decode_limit_dali_crops"] = _decode_limit(videos_set, views, plan, device, args.workers, crops=True)
-    result["train_clips_per_s"] = clips
-    result["dali_over_jpeg_folder"] = clips["frame_store_dali"] / clips["jpeg_folder_pil"]
-    result["dali_over_decode_limit"] = clips["frame_store_dali"] / clips["decode_limit_dali"]
-    result["dali_over_crop_decode"] = clips["frame_store_dali"] / clips["decode_limit_dali_crops"]
+    dali = np.asarray(rounds["frame_store_dali"])
+    result["train_clips_per_s"] = {name: float(np.median(rates)) for name, rates in rounds.items()}
+    result["train_clips_per_s_rounds"] = rounds
+    for key, other in (("dali_over_jpeg_folder", "jpeg_folder_pil"), ("dali_over_decode_limit", "decode_limit_dali"),
+                       ("dali_over_crop_decode", "decode_limit_dali_crops")):
+        result[key] = float(np.median(dali / np.asarray(rounds[other])))  # the ratio within each round
     result["store_over_ffmpeg_frames_per_s"] = (result["preprocess_frames_per_s"]["frame_store"]
                                                 / result["preprocess_frames_per_s"]["ffmpeg_jpeg_folders"])
     return result
@@ -94,8 +103,8 @@ def _ffmpeg_extract(video: Path, folder: Path) -> None:
                     str(folder / "image_%05d.jpg")], check=True)
 
 
-def _time_epochs(loader) -> float:
-    for _ in loader.epoch(0):  # warm-up: workers start, first decode
+def _time_epochs(loader, warm_up: bool = True) -> float:
+    for _ in loader.epoch(0) if warm_up else ():  # workers start, first decode
         pass
     started, seen = time.perf_counter(), 0
     for epoch in range(1, EPOCHS + 1):
@@ -189,9 +198,10 @@ def print_video_report(v: dict) -> None:
     print(f"frame store / ffmpeg = {v['store_over_ffmpeg_frames_per_s']:.2f}x (target >= 1); files: store "
           f"{b['frame_store_file'] / 2**20:.2f} MiB, JPEG folders {b['jpeg_folders_files'] / 2**20:.2f} MiB "
           f"({b['jpeg_folders_allocated'] / 2**20:.2f} MiB allocated)")
-    print("\n| training clips/s (16x112x112) | |\n|---|---|")
+    print(f"\n| training clips/s (16x112x112) | median of {len(v['train_clips_per_s_rounds']['frame_store_dali'])} "
+          "| rounds |\n|---|---|---|")
     for name, rate in c.items():
-        print(f"| {name} | {rate:.1f} |")
+        print(f"| {name} | {rate:.1f} | {', '.join(f'{r:.1f}' for r in v['train_clips_per_s_rounds'][name])} |")
     print(f"DALI / JPEG folder = {v['dali_over_jpeg_folder']:.2f}x (target >= 3), "
           f"DALI / decode limit = {v['dali_over_decode_limit']:.2f} (target >= 0.5; "
           f"/ decoding only the crops: {v['dali_over_crop_decode']:.2f})")
