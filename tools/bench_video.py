@@ -146,7 +146,8 @@ class _FolderLoader:
         keys = [list(zip(b.indices.tolist(), b.views.tolist(), b.starts.tolist())) for b in self.plan(epoch)]
         for batch in DataLoader(self.dataset, batch_sampler=keys, num_workers=self.workers):
             with torch_threads(1):  # as the DALI loader's own work: no OpenMP spinning against the workers
-                yield {"image": to_float_images(batch)}
+                image = to_float_images(batch)
+            yield {"image": image}
 
 
 def _decode_limit(videos, views: ClipViewSet, plan, device, workers: int, crops: bool = False) -> float:
