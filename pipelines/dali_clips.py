@@ -3,17 +3,18 @@
 Parallel `external_source` workers (DALI's Python worker pool, started when the loader is built:
 build it before any CUDA context, or the workers are spawned instead of forked) read each batch's
 JPEG bytes from the frame store, which every worker opens lazily after it starts. The B*T frames
-of a batch are one flat DALI batch:
+of a batch are one flat DALI batch, each decoded only within its view's square crop box:
 
-    decoders.image ("mixed" = nvJPEG on a GPU, "cpu" = libjpeg-turbo)
-    -> resize of the view's square crop box (roi) to S x S, linear + antialias   == PIL crop + bilinear resize
-    -> crop_mirror_normalize(mirror=view flip, uint8, CHW)
-    -> reshaped in torch to [B, 3, T, S, S]
+    decoders.image_slice ("mixed" = nvJPEG on a GPU, "cpu" = libjpeg-turbo; ROI decoding)
+    GPU: -> resize to S x S (linear + antialias) in DALI
+    CPU: -> pipelines.render.resize_clip per clip in torch (the torch loader's own resize; DALI's
+            CPU resize cost ~4x the decoding of these small frames, torch's uint8 kernel ~1/3 of it)
+    -> mirrored when the view flips, [B, 3, T, S, S]
 
 Which clips come in which batch is the plan's (pipelines.plan.ClipPlan): the workers recompute it
 for the epoch the main process announces through a small table (DALI epoch number ->
-training epoch, a memory-mapped file), written before DALI starts the epoch. Same pixels as the torch loader's
-render_clip within resize rounding (tests/test_video.py measures it).
+training epoch, a memory-mapped file), written before DALI starts the epoch. Same pixels as the
+torch loader's render_clip up to the JPEG decoder (tests/test_video.py measures it).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import torch
 import os
 import tempfile
 
-from pipelines.loaders import to_float_images
+from pipelines.loaders import to_float_images, torch_threads
+from pipelines.render import resize_clip
 from pipelines.views import ClipViewSet, clip_frame_indices
 
 try:
@@ -35,8 +37,19 @@ PREFETCH = 2
 EPOCH_SLOTS = 4096  # DALI epoch numbers kept in the shared table (mod)
 
 
+def pack_bytes(blobs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Byte strings -> (uint8 [N, longest] zero-padded, int32 [N, 1] lengths): one array per batch crosses
+    from the workers to DALI instead of N (DALI's per-sample Python work there cost ~1 ms a clip);
+    `fn.slice(packed, start=[0], shape=lengths, axes=[0])` gives the exact byte strings back."""
+    lengths = np.fromiter(map(len, blobs), np.int32, len(blobs))
+    packed = np.zeros((len(blobs), int(lengths.max())), np.uint8)
+    for row, blob in zip(packed, blobs):
+        row[:len(blob)] = blob
+    return packed, lengths[:, None]
+
+
 class _ClipSource:
-    """Runs in DALI's worker processes: BatchInfo -> (JPEGs of B*T frames, roi start, roi end, flip)."""
+    """Runs in DALI's worker processes: BatchInfo -> (JPEGs of B*T frames, crop (x0, y0), crop (w, h))."""
 
     def __init__(self, videos, clip_views: ClipViewSet, plan, table_name: str):
         self.videos, self.clip_views, self.plan, self.table_name = videos, clip_views, plan, table_name
@@ -56,15 +69,14 @@ class _ClipSource:
             raise StopIteration
         batch = batches[info.iteration]
         length = self.plan.length
-        jpegs, starts, ends, flips = [], [], [], []
+        jpegs, anchors, shapes = [], [], []
         for index, view, start in zip(batch.indices.tolist(), batch.views.tolist(), batch.starts.tolist()):
             frames = clip_frame_indices(int(self.videos.frame_counts[index]), start, length)
             jpegs += self.videos.clip_jpegs(index, frames)
             x0, y0, x1, y1 = self.clip_views.crop_box(view, *self.videos.frame_size(index))
-            starts += [(y0, x0)] * length
-            ends += [(y1, x1)] * length
-            flips += [int(self.clip_views.flip(view))] * length
-        return (jpegs, np.asarray(starts, np.float32), np.asarray(ends, np.float32), np.asarray(flips, np.int32))
+            anchors += [(x0, y0)] * length
+            shapes += [(x1 - x0, y1 - y0)] * length
+        return (*pack_bytes(jpegs), np.asarray(anchors, np.int32), np.asarray(shapes, np.int32))
 
     def __getstate__(self):
         return {**self.__dict__, "_table": None, "_cached": (None, None)}
@@ -103,17 +115,16 @@ class DaliClipLoader:
                         py_start_method=start_method)
         size = self.clip_views.size
         with pipe:
-            jpegs, roi_start, roi_end, flip = fn.external_source(
+            packed, lengths, anchor, shape = fn.external_source(
                 source=_ClipSource(self.videos, self.clip_views, self.plan, self._table_path), num_outputs=4,
-                batch=True, batch_info=True, parallel=True, dtype=[types.UINT8, types.FLOAT, types.FLOAT, types.INT32],
-                ndim=[1, 1, 1, 0])
-            frames = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB,
-                                       adjust_orientation=False)
-            frames = fn.resize(frames, resize_x=size, resize_y=size, roi_start=roi_start, roi_end=roi_end,
-                               roi_relative=False, interp_type=types.INTERP_LINEAR, antialias=True)
-            out = fn.crop_mirror_normalize(frames, mirror=flip, dtype=types.UINT8, output_layout="CHW",
-                                           mean=0.0, std=1.0)
-            pipe.set_outputs(out)
+                batch=True, batch_info=True, parallel=True, dtype=[types.UINT8, types.INT32, types.INT32, types.INT32],
+                ndim=[1, 1, 1, 1])
+            jpegs = fn.slice(packed, start=[0], shape=lengths, axes=[0])
+            crops = fn.decoders.image_slice(jpegs, anchor, shape, axis_names="WH", device="mixed" if gpu else "cpu",
+                                            output_type=types.RGB, adjust_orientation=False)
+            if gpu:
+                crops = fn.resize(crops, resize_x=size, resize_y=size, interp_type=types.INTERP_LINEAR, antialias=True)
+            pipe.set_outputs(crops)
         pipe.start_py_workers()  # now, before the trainer creates a CUDA context
         return pipe
 
@@ -153,20 +164,29 @@ class DaliClipLoader:
         self._dali_epoch += 1
 
     def _to_torch(self, batch) -> dict[str, torch.Tensor]:
+        b, t, size = len(batch.indices), self.plan.length, self.clip_views.size
+        flips = [self.clip_views.flip(v) for v in batch.views.tolist()]
         if self.device.type == "cuda":
             stream = torch.cuda.current_stream(self.device)
             (pixels,) = self.pipe.run(stream)
             dali = pixels.as_tensor()
             flat = torch.empty(dali.shape(), dtype=torch.uint8, device=self.device)
             feed_ndarray(dali, flat, cuda_stream=stream)
+            clips = flat.view(b, t, size, size, 3)
+            mirrored = torch.tensor(flips, device=self.device)[:, None, None, None, None]
+            clips = torch.where(mirrored, clips.flip(3), clips)
+            # [B, T, S, S, 3] -> [B, 3, T, S, S]: permuted while still uint8 (a quarter of the bytes of float)
+            image = to_float_images(clips.permute(0, 4, 1, 2, 3).contiguous())
         else:
-            (pixels,) = self.pipe.run()
-            flat = torch.from_dlpack(pixels.as_tensor())
-        b, t = len(batch.indices), self.plan.length
-        # [B*T, 3, S, S] -> [B, 3, T, S, S]: permuted while still uint8 (a quarter of the bytes of float)
-        clips = flat.view(b, t, *flat.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
+            (crops,) = self.pipe.run()
+            image = torch.empty((b, 3, t, size, size))
+            with torch_threads(1):  # DALI's threads decode the next batch meanwhile: no OpenMP spinning against them
+                for i, flip in enumerate(flips):
+                    frames = torch.from_numpy(np.stack([np.asarray(crops[i * t + j]) for j in range(t)]))
+                    # [T, S, S, 3] -> [3, T, S, S], float in [0, 1] in one pass (= to_float_images)
+                    torch.div(resize_clip(frames, size, flip).permute(3, 0, 1, 2), 255, out=image[i])
         index = torch.as_tensor(batch.indices, dtype=torch.int64).to(self.device)
-        return {"image": to_float_images(clips), "label": self.labels[index], "index": index,
+        return {"image": image, "label": self.labels[index], "index": index,
                 "view": torch.as_tensor(batch.views, dtype=torch.int64).to(self.device),
                 "start": torch.as_tensor(batch.starts, dtype=torch.int64).to(self.device), "video": index}
 

@@ -4,10 +4,13 @@
     render_images(images, indices, views, view_set)      -> uint8 [N, 3, H, W]  (the same, batched)
     render_clip(videos, index, view, start, length, clip_views) -> uint8 [T, S, S, 3]
 
-A clip is `length` frames from `start` (loop-padded past the video's end), each cropped by the
-view's square box and resized to S x S (PIL bilinear, antialiased when shrinking), mirrored when
-the view flips: one crop and flip for every frame. The DALI loaders compute the same pixels in
-their graph (tests compare them).
+A clip is `length` frames from `start` (loop-padded past the video's end), each cropped to the
+view's square box and resized to S x S (bilinear, antialiased when shrinking: resize_clip),
+mirrored when the view flips: one crop and flip for every frame. The DALI image loader computes
+the same pixels in its graph, the DALI clip loader decodes the crops and resizes them here
+(tests compare them).
+
+    resize_clip(crops uint8 [T, h, w, 3], size, flip)   -> uint8 [T, S, S, 3]
 """
 from __future__ import annotations
 
@@ -36,13 +39,23 @@ def render_images(images: ImageSet, indices: np.ndarray, views: np.ndarray, view
 def render_clip(videos, index: int, view: int, start: int, length: int, clip_views: ClipViewSet) -> np.ndarray:
     frames = clip_frame_indices(int(videos.frame_counts[index]), start, length)
     unique, inverse = np.unique(frames, return_inverse=True)  # loop-padded frames decode once
-    h, w = videos.frame_size(index)
-    box = clip_views.crop_box(view, h, w)
-    size = (clip_views.size, clip_views.size)
-    out = np.empty((len(unique), *size, 3), np.uint8)
-    for j, jpeg in enumerate(videos.clip_jpegs(index, unique)):
+    box = clip_views.crop_box(view, *videos.frame_size(index))
+    crops = []
+    for jpeg in videos.clip_jpegs(index, unique):
         with Image.open(io.BytesIO(jpeg.tobytes())) as img:
-            out[j] = np.asarray(img.convert("RGB").resize(size, Image.BILINEAR, box=box))
-    if clip_views.flip(view):
-        out = out[:, :, ::-1]
-    return np.ascontiguousarray(out[inverse.reshape(-1)])
+            crops.append(np.asarray(img.convert("RGB").crop(box)))
+    clip = resize_clip(torch.from_numpy(np.stack(crops)), clip_views.size, clip_views.flip(view))
+    return clip[torch.from_numpy(inverse.reshape(-1))].numpy()
+
+
+def resize_clip(crops: torch.Tensor, size: int, flip: bool) -> torch.Tensor:
+    """uint8 [T, h, w, 3] crops of a clip -> uint8 [T, size, size, 3], mirrored when `flip`.
+
+    Bilinear with PIL's antialiasing filter, by torch's uint8 kernel (ported from Pillow-SIMD: on the
+    bench's frames 0.07% of values differ from PIL's crop + `resize(BILINEAR)`, by 1, rarely 2; ~4x
+    faster than DALI's CPU resize). Every clip loader resizes through this function (the DALI
+    loader on a CPU, after decoding the crops)."""
+    nchw = crops.permute(0, 3, 1, 2)  # a channels-last view: the layout torch's fast uint8 path reads
+    out = torch.nn.functional.interpolate(nchw, size=(size, size), mode="bilinear", antialias=True,
+                                          align_corners=False).permute(0, 2, 3, 1)
+    return out.flip(2) if flip else out

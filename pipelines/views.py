@@ -133,7 +133,9 @@ class ClipViewSet:
         return bool(self.table[view, 2])
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(self.table.tobytes() + f"clip size={self.size} scales={CLIP_SCALES}".encode()).hexdigest()[:16]
+        # "crop-resize": pixels of pipelines.render.resize_clip (crop, then torch's uint8 bilinear resize)
+        spec = f"clip size={self.size} scales={CLIP_SCALES} crop-resize"
+        return hashlib.sha256(self.table.tobytes() + spec.encode()).hexdigest()[:16]
 
     def describe(self) -> str:
         return f"{self.count} clip views ({self.size}x{self.size})"

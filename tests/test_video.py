@@ -309,8 +309,10 @@ def test_clip_is_one_crop_and_flip_of_consecutive_frames(train_set):
         box = VIEWS.crop_box(view, *train_set.frame_size(index))
         for t, f in enumerate(frames):
             img = Image.open(io.BytesIO(train_set.clip_jpegs(index, np.array([f]))[0].tobytes())).convert("RGB")
-            want = np.asarray(img.resize((32, 32), Image.BILINEAR, box=box))
-            assert np.array_equal(clip[t], want[:, ::-1] if VIEWS.flip(view) else want)
+            want = np.asarray(img.crop(box).resize((32, 32), Image.BILINEAR))  # 3D-ResNets-PyTorch's crop + resize
+            want = want[:, ::-1] if VIEWS.flip(view) else want
+            diff = np.abs(clip[t].astype(int) - want)
+            assert diff.max() <= 2 and diff.mean() < 0.05, (index, view, t)  # torch's uint8 resize kernel vs PIL's
     assert list(clip_frame_indices(6, 0, T)) == [0, 1, 2, 3, 4, 5, 0, 1]  # loop padding
     assert list(clip_frame_indices(20, 16, 8)) == [16, 17, 18, 19, 16, 17, 18, 19]
     assert VIEWS.crop_box(0, 48, 64) == (8, 0, 56, 48) and VIEWS.crop_box(9, 48, 64) == (16, 0, 64, 48)
@@ -329,9 +331,25 @@ def test_dali_and_torch_clip_loaders_agree(train_set):
             for key in ("index", "view", "start", "label", "video"):
                 assert torch.equal(a[key], b[key]), key
             assert a["index"].tolist() == planned.indices.tolist() and a["start"].tolist() == planned.starts.tolist()
-            diff = (a["image"] - b["image"]).abs() * 255
-            assert diff.max() <= 2.5 and diff.mean() <= 0.5  # resize rounding: DALI linear vs PIL bilinear
+            diff = ((a["image"] - b["image"]).abs() * 255).round()
+            assert diff.max() <= 1  # same resize (render.resize_clip); decoders: DALI's libjpeg-turbo vs PIL's
     dali.close()
+
+
+def test_packed_jpegs_cut_back_to_the_exact_byte_strings():
+    from nvidia.dali import Pipeline, fn, types as dali_types
+    from pipelines.dali_clips import pack_bytes
+    blobs = [np.frombuffer(b, np.uint8) for b in (b"\xff\xd8abc", b"x", b"0123456789")]
+    packed, lengths = pack_bytes(blobs)
+    assert packed.shape == (3, 10) and lengths.tolist() == [[5], [1], [10]]
+    pipe = Pipeline(batch_size=3, num_threads=1, device_id=None)
+    with pipe:
+        data, size = fn.external_source(source=lambda: (packed, lengths), num_outputs=2, batch=True,
+                                        dtype=[dali_types.UINT8, dali_types.INT32])
+        pipe.set_outputs(fn.slice(data, start=[0], shape=size, axes=[0]))  # as the clip loader's graph
+    pipe.build()
+    (out,) = pipe.run()
+    assert [np.asarray(out[i]).tobytes() for i in range(3)] == [b.tobytes() for b in blobs]
 
 
 def test_eval_clips_cover_every_frame_once_across_two_processes(ucf):
@@ -343,7 +361,7 @@ def test_eval_clips_cover_every_frame_once_across_two_processes(ucf):
         loader = build_clip_loader("dali", test_set, CLIP_EVAL_VIEWS, plan, CPU, workers=1)
         want = list(build_clip_loader("torch", test_set, CLIP_EVAL_VIEWS, plan, CPU, workers=0).epoch(0))
         for a, b in zip(loader.epoch(0), want, strict=True):
-            assert (a["image"] - b["image"]).abs().max() * 255 <= 2.5
+            assert ((a["image"] - b["image"]).abs() * 255).round().max() <= 1
             assert torch.equal(a["video"], a["index"]) and torch.equal(a["view"], torch.zeros_like(a["view"]))
             for video, start in zip(a["video"].tolist(), a["start"].tolist()):
                 for f in range(start, min(start + T, counts[video])):
