@@ -30,6 +30,14 @@ def test_bad_table_is_one_line_and_status_2(tmp_path, capsys):
     assert "rows.0" in capsys.readouterr().err
 
 
+def test_rows_select_in_table_order_and_unknown_is_one_line(capsys):
+    table = demo.Table.load()
+    picked = table.select(["SSKT I, linear", "scratch"])
+    assert [r.name for r in picked.rows] == ["scratch", "SSKT I, linear"] and picked.baseline == "scratch"
+    assert demo.main(["--rows", "scratch", "SSKT X", "--seeds", "0"]) == 2
+    assert "--rows: 'SSKT X' is not a row" in capsys.readouterr().err
+
+
 def test_trials_get_their_own_folder():
     assert demo.runs_folder([]) == "demo/table"
     assert demo.runs_folder(["train.progress=false", "data.workers=0"]) == "demo/table"  # same computation

@@ -1,6 +1,7 @@
 """The demo's version of the paper's comparison table, on the embedded procedural set.
 
     python -m tools.demo --seeds 0 1 2 [key=value ...]        (make demo SEEDS="0 1 2" ARGS="...")
+    python -m tools.demo --rows scratch "SSKT I, linear"      (some rows only, in the table's order)
 
 The table is data: tools/demo_table.yaml lists its rows, each a config plus
 overrides (scratch, SSKT with each stand-in source set and head; KD / DML rows are
@@ -72,6 +73,13 @@ class Table:
             raise ConfigError(f"{path}: baseline {baseline!r} is not a row name")
         return cls(rows, baseline)
 
+    def select(self, names: list[str]) -> "Table":
+        """The named rows only, in the table's order (the baseline keeps its name for the deltas)."""
+        unknown = [n for n in names if n not in {r.name for r in self.rows}]
+        if unknown:
+            raise ConfigError(f"--rows: {unknown[0]!r} is not a row of the table; rows: {[r.name for r in self.rows]}")
+        return Table([r for r in self.rows if r.name in names], self.baseline)
+
 
 def runs_folder(extra: list[str]) -> str:
     """demo/table for the full table; demo/trial-<hash> when the overrides change what runs compute."""
@@ -117,10 +125,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--table", type=Path, default=TABLE, help="rows: name, config, overrides")
+    parser.add_argument("--rows", nargs="+", metavar="NAME", help="run these rows only (default: all)")
     parser.add_argument("overrides", nargs="*", help="applied to every run, e.g. train.epochs=10")
     args = parser.parse_args(argv)
     try:
         table = Table.load(args.table)
+        if args.rows:
+            table = table.select(args.rows)
         check_committed_sources()
         results = run_all(table, args.seeds, args.overrides)
     except ConfigError as e:
