@@ -85,5 +85,5 @@ def _register(depth: int) -> None:
         return CifarResNet((depth - 2) // 6, num_classes, shortcut)
 
 
-for _depth in (8, 14, 20, 32, 44, 56, 110):
+for _depth in (8, 20, 32, 44, 56, 110):
     _register(_depth)
