@@ -46,3 +46,23 @@ def tiny_config(tmp_path, source_checkpoint) -> Path:
     path.write_text(TINY.format(data=tmp_path.parent / "shared-data", weights=source_checkpoint, runs=tmp_path / "runs",
                                cache=tmp_path / "source_cache"))
     return path
+
+
+def train_killed_after_epoch(cfg, monkeypatch, epoch: int = 1) -> None:
+    """Train `cfg` and die (KeyboardInterrupt) right after epoch `epoch`'s checkpoint, as a killed job
+    would; the checkpoint writer is restored and the Accelerate state reset, ready for the resume."""
+    from accelerate.state import AcceleratorState, GradientState
+    from engine import checkpoint
+    from engine.train import train
+    real_save = checkpoint.save_training_state
+
+    def save_then_die(accelerator, folder, state):
+        real_save(accelerator, folder, state)
+        if state["epoch"] == epoch:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(checkpoint, "save_training_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(checkpoint, "save_training_state", real_save)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -13,7 +13,7 @@ from accelerate.state import AcceleratorState, GradientState
 from engine import checkpoint
 from engine.config import ConfigError, load_config
 from engine.train import train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, train_killed_after_epoch
 from tests.test_train import read_jsonl
 
 BASE = """
@@ -98,17 +98,7 @@ def test_interrupted_run_resumes_bit_for_bit(write_config, monkeypatch, method):
     train(whole)
     reset()
     parts = load_config(write_config(method), ["run.name=parts", "train.epochs=2"])
-    real_save = checkpoint.save_training_state
-
-    def save_then_die(accelerator, folder, state):
-        real_save(accelerator, folder, state)
-        if state["epoch"] == 1:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(checkpoint, "save_training_state", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(parts)
-    monkeypatch.setattr(checkpoint, "save_training_state", real_save)
-    reset()
+    train_killed_after_epoch(parts, monkeypatch, epoch=1)
     train(parts)
     files = ["final.pt"] + (["peer1/final.pt"] if method == "dml" else [])
     for name in files:

@@ -13,7 +13,7 @@ from accelerate.state import AcceleratorState, GradientState
 from engine import checkpoint
 from engine.config import load_config
 from engine.train import train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, train_killed_after_epoch
 
 
 @pytest.fixture(autouse=True)
@@ -59,17 +59,7 @@ def test_interrupted_run_resumes_to_the_same_state(tiny_config, monkeypatch):
     train(uninterrupted)
 
     interrupted = load_config(tiny_config, ["run.name=parts", "train.epochs=3"])
-    real_save = checkpoint.save_training_state
-
-    def save_then_die(accelerator, folder, state):
-        real_save(accelerator, folder, state)
-        if state["epoch"] == 1:
-            raise KeyboardInterrupt  # killed right after epoch 1's checkpoint
-    monkeypatch.setattr(checkpoint, "save_training_state", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(interrupted)
-    monkeypatch.setattr(checkpoint, "save_training_state", real_save)
-    AcceleratorState._reset_state(reset_partial_state=True)
+    train_killed_after_epoch(interrupted, monkeypatch, epoch=1)
     train(interrupted)
 
     a, b = final_state(uninterrupted.run_dir()), final_state(interrupted.run_dir())

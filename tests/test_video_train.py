@@ -25,7 +25,7 @@ from models.sources import load_source
 from pipelines.datasets.video import VIDEO_READERS
 from pipelines.render import render_clip
 from pipelines.views import ClipViewSet, clip_frame_indices
-from tests.conftest import ROOT
+from tests.conftest import ROOT, train_killed_after_epoch
 from tests.test_train import read_jsonl
 from tools import preprocess_video
 from tools.synthetic_videos import write_ucf101
@@ -165,17 +165,7 @@ def test_interrupted_video_run_resumes_exactly(config, monkeypatch):
     train(whole)
     reset()
     parts = load_config(config, ["run.name=parts", "train.epochs=2"])
-    real_save = checkpoint.save_training_state
-
-    def save_then_die(accelerator, folder, state):
-        real_save(accelerator, folder, state)
-        if state["epoch"] == 1:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(checkpoint, "save_training_state", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(parts)
-    monkeypatch.setattr(checkpoint, "save_training_state", real_save)
-    reset()
+    train_killed_after_epoch(parts, monkeypatch, epoch=1)
     train(parts)
     a = torch.load(whole.run_dir() / "checkpoints" / "final.pt", weights_only=True)["state_dict"]
     b = torch.load(parts.run_dir() / "checkpoints" / "final.pt", weights_only=True)["state_dict"]
