@@ -32,6 +32,7 @@ from pipelines.datasets.video import VideoSet
 from pipelines.h5blocks import BlockFile
 from pipelines.loaders import build_clip_loader
 from pipelines.plan import ClipPlan
+from pipelines.video_frames import convert
 from pipelines.views import ClipViewSet
 
 SHORT_SIDE = 128  # tools/preprocess_video.py's default: video frames stored as a data set's store holds them
@@ -87,9 +88,9 @@ def score_video_files(network, files: list[Path], input_size: tuple, short_side:
 
 
 def store_video_files(files: list[Path], out: Path, num_classes: int, short_side: int = SHORT_SIDE) -> VideoSet:
-    """The files, decoded and resized by tools/preprocess_video.py's own `convert`, as a frame store's
-    test split of unlabelled videos (label -1); an unreadable file is one line naming it."""
-    from tools.preprocess_video import convert  # the one video -> stored JPEG frames function
+    """The files, decoded and resized by pipelines.video_frames.convert (as tools/preprocess_video.py
+    stores them), as a frame store's test split of unlabelled videos (label -1); an unreadable file is
+    one line naming it."""
     for path in files:
         if not path.is_file():
             raise ConfigError(f"{path}: video not found")

@@ -35,7 +35,6 @@ from h5py import h5s
 
 from engine.progress import Progress
 from pipelines.datasets.base import ImageSet
-from pipelines.loaders import to_float_images
 from pipelines.h5blocks import BlockFile, early_allocation, one_line, partial_path
 from pipelines.render import render_images
 from pipelines.views import ViewSet
@@ -286,7 +285,7 @@ def _compute_block(source, images: ImageSet, view_set: ViewSet, block: range, ba
     pieces = []
     for lo in range(0, len(samples), batch_size):
         pixels = render_samples(images, samples[lo: lo + batch_size], views[lo: lo + batch_size], view_set)
-        pieces.append(source(to_float_images(pixels.to(device))).to(torch.float16).cpu())
+        pieces.append(source(pixels.to(device)).to(torch.float16).cpu())
     outputs = torch.cat(pieces).view(len(block), k, -1)
     if outputs.shape[-1] != spec.shape[-1]:
         raise CacheError(f"source '{spec.source}' returned {outputs.shape[-1]} classes, expected {spec.shape[-1]}")

@@ -1,6 +1,6 @@
 """Frozen source networks: pretrained classifiers whose scores the target imitates.
 
-A source takes the target's images (float, [0, 1], NCHW, at the target's size),
+A source takes the target's images (uint8 pixels or float in [0, 1], NCHW, at the target's size),
 resizes and normalizes them its own way and returns float32 logits. It never
 trains: BatchNorm statistics stay fixed whatever `train()` is called with (the
 reference implementation left sources in train mode, so their statistics drifted).
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from models.network import Normalize
+from models.network import Normalize, unit_float
 
 PLACES365_URL = "http://places2.csail.mit.edu/models_places365/{arch}_places365.pth.tar"
 # Bump when the preprocessing or forward changes, so caches keyed by fingerprint() go stale.
@@ -80,9 +80,9 @@ class FrozenSource(nn.Module):
             return self.resize.size, self.resize.size
         return int(h * self.resize.scale), int(w * self.resize.scale)
 
-    def forward(self, images01: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            x = images01.float()
+            x = unit_float(images).float()
             size = self.input_size(*x.shape[-2:])
             if size != tuple(x.shape[-2:]):
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)

@@ -6,10 +6,13 @@ JPEG bytes from the frame store, which every worker opens lazily after it starts
 of a batch are one flat DALI batch, each decoded only within its view's square crop box:
 
     decoders.image_slice ("mixed" = nvJPEG on a GPU, "cpu" = libjpeg-turbo; ROI decoding)
+    -> flip when the view flips (DALI's threads; mirroring commutes exactly with the resize)
     GPU: -> resize to S x S (linear + antialias) in DALI
     CPU: -> pipelines.render.resize_clip per clip in torch (the torch loader's own resize; DALI's
             CPU resize cost ~4x the decoding of these small frames, torch's uint8 kernel ~1/3 of it)
-    -> mirrored when the view flips, [B, 3, T, S, S]
+    -> uint8 [B, 3, T, S, S], laid out in memory as the frames come, [B, T, S, S, 3]
+       (torch.channels_last_3d): the network's input conversion makes it contiguous float in one
+       pass on the device, where a loader-side transposition of uint8 cost ~1 ms a clip on a CPU
 
 Which clips come in which batch is the plan's (pipelines.plan.ClipPlan): the workers recompute it
 for the epoch the main process announces through a small table (DALI epoch number ->
@@ -23,7 +26,7 @@ import torch
 import os
 import tempfile
 
-from pipelines.loaders import to_float_images, torch_threads
+from pipelines.loaders import torch_threads
 from pipelines.render import resize_clip
 from pipelines.views import ClipViewSet, clip_frame_indices
 
@@ -49,7 +52,7 @@ def pack_bytes(blobs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _ClipSource:
-    """Runs in DALI's worker processes: BatchInfo -> (JPEGs of B*T frames, crop (x0, y0), crop (w, h))."""
+    """Runs in DALI's worker processes: BatchInfo -> (JPEGs of B*T frames, crop (x0, y0), crop (w, h), flip)."""
 
     def __init__(self, videos, clip_views: ClipViewSet, plan, table_name: str):
         self.videos, self.clip_views, self.plan, self.table_name = videos, clip_views, plan, table_name
@@ -69,14 +72,16 @@ class _ClipSource:
             raise StopIteration
         batch = batches[info.iteration]
         length = self.plan.length
-        jpegs, anchors, shapes = [], [], []
+        jpegs, anchors, shapes, flips = [], [], [], []
         for index, view, start in zip(batch.indices.tolist(), batch.views.tolist(), batch.starts.tolist()):
             frames = clip_frame_indices(int(self.videos.frame_counts[index]), start, length)
             jpegs += self.videos.clip_jpegs(index, frames)
             x0, y0, x1, y1 = self.clip_views.crop_box(view, *self.videos.frame_size(index))
             anchors += [(x0, y0)] * length
             shapes += [(x1 - x0, y1 - y0)] * length
-        return (*pack_bytes(jpegs), np.asarray(anchors, np.int32), np.asarray(shapes, np.int32))
+            flips += [int(self.clip_views.flip(view))] * length
+        return (*pack_bytes(jpegs), np.asarray(anchors, np.int32), np.asarray(shapes, np.int32),
+                np.asarray(flips, np.int32))
 
     def __getstate__(self):
         return {**self.__dict__, "_table": None, "_cached": (None, None)}
@@ -115,13 +120,14 @@ class DaliClipLoader:
                         py_start_method=start_method)
         size = self.clip_views.size
         with pipe:
-            packed, lengths, anchor, shape = fn.external_source(
-                source=_ClipSource(self.videos, self.clip_views, self.plan, self._table_path), num_outputs=4,
-                batch=True, batch_info=True, parallel=True, dtype=[types.UINT8, types.INT32, types.INT32, types.INT32],
-                ndim=[1, 1, 1, 1])
+            packed, lengths, anchor, shape, flip = fn.external_source(
+                source=_ClipSource(self.videos, self.clip_views, self.plan, self._table_path), num_outputs=5,
+                batch=True, batch_info=True, parallel=True,
+                dtype=[types.UINT8, types.INT32, types.INT32, types.INT32, types.INT32], ndim=[1, 1, 1, 1, 0])
             jpegs = fn.slice(packed, start=[0], shape=lengths, axes=[0])
             crops = fn.decoders.image_slice(jpegs, anchor, shape, axis_names="WH", device="mixed" if gpu else "cpu",
                                             output_type=types.RGB, adjust_orientation=False)
+            crops = fn.flip(crops, horizontal=flip)
             if gpu:
                 crops = fn.resize(crops, resize_x=size, resize_y=size, interp_type=types.INTERP_LINEAR, antialias=True)
             pipe.set_outputs(crops)
@@ -165,26 +171,20 @@ class DaliClipLoader:
 
     def _to_torch(self, batch) -> dict[str, torch.Tensor]:
         b, t, size = len(batch.indices), self.plan.length, self.clip_views.size
-        flips = [self.clip_views.flip(v) for v in batch.views.tolist()]
         if self.device.type == "cuda":
             stream = torch.cuda.current_stream(self.device)
             (pixels,) = self.pipe.run(stream)
             dali = pixels.as_tensor()
-            flat = torch.empty(dali.shape(), dtype=torch.uint8, device=self.device)
-            feed_ndarray(dali, flat, cuda_stream=stream)
-            clips = flat.view(b, t, size, size, 3)
-            mirrored = torch.tensor(flips, device=self.device)[:, None, None, None, None]
-            clips = torch.where(mirrored, clips.flip(3), clips)
-            # [B, T, S, S, 3] -> [B, 3, T, S, S]: permuted while still uint8 (a quarter of the bytes of float)
-            image = to_float_images(clips.permute(0, 4, 1, 2, 3).contiguous())
+            clips = torch.empty(dali.shape(), dtype=torch.uint8, device=self.device)
+            feed_ndarray(dali, clips, cuda_stream=stream)
         else:
             (crops,) = self.pipe.run()
-            image = torch.empty((b, 3, t, size, size))
+            clips = torch.empty((b * t, size, size, 3), dtype=torch.uint8)
             with torch_threads(1):  # DALI's threads decode the next batch meanwhile: no OpenMP spinning against them
-                for i, flip in enumerate(flips):
+                for i in range(b):
                     frames = torch.from_numpy(np.stack([np.asarray(crops[i * t + j]) for j in range(t)]))
-                    # [T, S, S, 3] -> [3, T, S, S], float in [0, 1] in one pass (= to_float_images)
-                    torch.div(resize_clip(frames, size, flip).permute(3, 0, 1, 2), 255, out=image[i])
+                    clips[i * t: (i + 1) * t] = resize_clip(frames, size, flip=False)  # flipped by DALI already
+        image = clips.view(b, t, size, size, 3).permute(0, 4, 1, 2, 3)  # [B, 3, T, S, S] (channels_last_3d)
         index = torch.as_tensor(batch.indices, dtype=torch.int64).to(self.device)
         return {"image": image, "label": self.labels[index], "index": index,
                 "view": torch.as_tensor(batch.views, dtype=torch.int64).to(self.device),

@@ -15,9 +15,8 @@ and the graph is
     -> crop_mirror_normalize(mirror=flip, uint8, CHW)         == the view's flip
 
 Exactness against the torch loader (pipelines.views.apply_view_numpy):
-  * arrays: identical pixels. DALI returns uint8 and the float conversion is the
-    shared `to_float_images`, because DALI's own normalisation (x * 1/255)
-    differs from torch's x / 255 by one ulp.
+  * arrays: identical pixels (uint8, as every loader yields them: the networks
+    convert them to float, models.network.unit_float).
   * JPEG files (CPU decode): decoding is identical to PIL (both libjpeg-turbo,
     EXIF orientation ignored like PIL's plain open). Resize uses linear +
     antialias, the closest DALI filter to PIL's bilinear (which widens its
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 from pipelines.datasets.base import ImageSet
-from pipelines.loaders import PlanFn, to_float_images
+from pipelines.loaders import PlanFn
 from pipelines.plan import Batch
 from pipelines.views import ViewSet
 
@@ -147,9 +146,9 @@ class DaliLoader:
             feed_ndarray(dali, image, cuda_stream=stream)
         else:
             (pixels,) = self.pipe.run()
-            image = torch.from_dlpack(pixels.as_tensor())  # no copy; to_float_images copies before the next run
+            image = torch.from_dlpack(pixels.as_tensor()).clone()  # DALI reuses its buffer at the next run
         index = torch.tensor(batch.indices, dtype=torch.int64).to(self.device)
-        return {"image": to_float_images(image), "label": self.labels[index], "index": index,
+        return {"image": image, "label": self.labels[index], "index": index,
                 "view": torch.tensor(batch.views, dtype=torch.int64).to(self.device)}
 
 

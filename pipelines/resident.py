@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from pipelines.datasets.base import ImageSet
-from pipelines.loaders import PlanFn, to_float_images
+from pipelines.loaders import PlanFn
 from pipelines.views import ViewSet, apply_views
 
 
@@ -30,4 +30,4 @@ class ResidentLoader:
             index = torch.from_numpy(batch.indices).to(self.device)
             view = torch.from_numpy(batch.views).to(self.device)
             pixels = apply_views(self.pixels[index], view, self.view_set)
-            yield {"image": to_float_images(pixels), "label": self.labels[index], "index": index, "view": view}
+            yield {"image": pixels, "label": self.labels[index], "index": index, "view": view}

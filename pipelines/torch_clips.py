@@ -30,7 +30,7 @@ def clip_keys(batch) -> list[tuple[int, int, int]]:
 
 
 class TorchClipLoader(PlannedDataLoader):
-    """Batches {image float [B, 3, T, H, W] in [0, 1], label, index, view, start, video} on `device`."""
+    """Batches {image uint8 [B, 3, T, H, W], label, index, view, start, video} on `device`."""
 
     def __init__(self, videos, clip_views: ClipViewSet, plan, device: torch.device, workers: int = 2):
         super().__init__(_Clips(videos, clip_views, plan.length), plan, clip_keys, device, workers)

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipelines.datasets.base import ImageSet
-from pipelines.loaders import PlanFn, to_float_images
+from pipelines.loaders import PlanFn
 from pipelines.render import render_image
 from pipelines.views import ViewSet
 
@@ -42,7 +42,7 @@ class _PlannedBatches(Sampler):
 
 
 class PlannedDataLoader:
-    """A DataLoader whose batches are a plan's (pipelines.plan), moved to `device` as float images.
+    """A DataLoader whose batches are a plan's (pipelines.plan), moved to `device` (uint8 images).
 
     `keys(batch)` turns one planned batch into the dataset keys of its samples; images and clips
     differ only in their dataset and keys.
@@ -59,9 +59,7 @@ class PlannedDataLoader:
     def epoch(self, epoch: int):
         self.sampler.current = epoch
         for batch in self.loader:
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            batch["image"] = to_float_images(batch["image"])
-            yield batch
+            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
 
 def image_keys(batch) -> list[tuple[int, int]]:

@@ -62,18 +62,22 @@ def train_fn(images: ImageSet, batch: int = BATCH):
     return lambda epoch: train_plan(len(images), VIEWS, batch, seed=0, epoch=epoch)
 
 
-def assert_same_batches(got: list[dict], want: list[dict], image_tol: float = 0.0) -> None:
+def pixel_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.int() - b.int()).abs()  # uint8 subtraction would wrap around
+
+
+def assert_same_batches(got: list[dict], want: list[dict], image_tol: int = 0) -> None:
     assert len(got) == len(want)
     for a, b in zip(got, want):
         assert a.keys() == b.keys()
         for key in ("index", "view", "label"):
             assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
-        assert a["image"].dtype == b["image"].dtype == torch.float32
+        assert a["image"].dtype == b["image"].dtype == torch.uint8
         assert a["image"].shape == b["image"].shape
         if image_tol == 0:
             assert torch.equal(a["image"], b["image"])
         else:
-            assert (a["image"] - b["image"]).abs().max().item() <= image_tol
+            assert pixel_diff(a["image"], b["image"]).max().item() <= image_tol
 
 
 def test_dali_matches_torch_and_resident_exactly_on_arrays(procedural):
@@ -111,7 +115,7 @@ def test_eval_plans_over_two_ranks_cover_every_sample_once(procedural):
         assert [len(b["index"]) for b in got] == [10, 10, 10, 2]
         assert_same_batches(got, list(TorchLoader(procedural, EVAL_VIEWS, plan, CPU, workers=0).epoch(0)))
         for b in got:  # view 0 of EVAL_VIEWS is the untouched image
-            raw = torch.from_numpy(procedural.images[b["index"].numpy()]).permute(0, 3, 1, 2).float() / 255
+            raw = torch.from_numpy(procedural.images[b["index"].numpy()]).permute(0, 3, 1, 2)
             assert torch.equal(b["image"], raw)
             assert torch.equal(b["view"], torch.zeros_like(b["view"]))
         seen += torch.cat([b["index"] for b in got]).tolist()
@@ -138,8 +142,8 @@ def test_dali_decodes_and_resizes_jpegs_like_pil(jpegs):
     for batch in loader.epoch(0):
         assert torch.equal(batch["label"], torch.from_numpy(jpegs.labels[batch["index"].numpy()]))
         for image, i in zip(batch["image"], batch["index"].tolist()):
-            want = torch.tensor(decode_resized(jpegs.files[i], jpegs.image_size)).permute(2, 0, 1).float()
-            diff = (image * 255 - want).abs().round()
+            want = torch.tensor(decode_resized(jpegs.files[i], jpegs.image_size)).permute(2, 0, 1)
+            diff = pixel_diff(image, want)
             if i == 0:  # already 48x48: decoded without resizing, exactly as PIL
                 assert diff.max() == 0
             assert diff[:, 1:-1, 1:-1].max() <= JPEG_INTERIOR_MAX
@@ -153,8 +157,8 @@ def test_dali_matches_torch_on_jpeg_views(jpegs):
     for epoch in range(2):
         got, want = list(dali.epoch(epoch)), list(torch_loader.epoch(epoch))
         assert [len(b["index"]) for b in got] == [3, 3, 1]
-        assert_same_batches(got, want, image_tol=(JPEG_MAX + 0.5) / 255)
-        diff = torch.cat([(a["image"] - b["image"]).abs().flatten() for a, b in zip(got, want)]) * 255
+        assert_same_batches(got, want, image_tol=JPEG_MAX)
+        diff = torch.cat([pixel_diff(a["image"], b["image"]).flatten() for a, b in zip(got, want)]).float()
         assert diff.mean() <= JPEG_MEAN
 
 
@@ -175,8 +179,7 @@ def test_build_loader_dali(procedural):
     loader = build_loader("dali", procedural, VIEWS, train_fn(procedural), CPU, workers=2)
     assert isinstance(loader, DaliLoader) and len(loader) == 3
     batch = next(iter(loader.epoch(0)))
-    assert batch["image"].shape == (24, 3, 32, 32) and batch["image"].dtype == torch.float32
-    assert 0 <= batch["image"].min() and batch["image"].max() <= 1
+    assert batch["image"].shape == (24, 3, 32, 32) and batch["image"].dtype == torch.uint8
     assert batch["label"].dtype == torch.int64 and batch["index"].dtype == batch["view"].dtype == torch.int64
 
 

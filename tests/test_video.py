@@ -18,6 +18,7 @@ from PIL import Image
 
 import nvidia.dali  # noqa: F401  a pinned dependency: its absence must fail, not skip
 
+from pipelines import video_frames
 from pipelines.datasets.video import VIDEO_READERS
 from pipelines.frame_store import FAILED, OK, SHORT, TEST, TRAIN, UNUSED, FrameStore
 from pipelines.loaders import build_clip_loader
@@ -170,13 +171,14 @@ def test_a_decoder_process_that_dies_fails_only_its_video(tmp_path):
     script = f"""
 import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
+from pipelines import video_frames
 from tools import preprocess_video
-real = preprocess_video._convert_video
+real = video_frames._convert_video
 def crash_on_one(path, *args):
     if path.endswith("v_Alpha_g02_c01.avi"):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(path, *args)
-preprocess_video._convert_video = crash_on_one
+video_frames._convert_video = crash_on_one
 sys.exit(preprocess_video.main(["--dataset", "ucf101", "--root", {str(root)!r}, "--out", {str(out)!r},
                                 "--clip-length", "{T}", "--workers", "2", "--no-progress"]))
 """
@@ -212,7 +214,7 @@ def test_jpeg_folder_at_another_size_is_resized(tmp_path):
     for i, frame in enumerate(frames):
         (tmp_path / "v").mkdir(exist_ok=True)
         Image.fromarray(frame).save(tmp_path / f"v/image_{i + 1:05d}.jpg", quality=95)
-    result = preprocess_video.convert((str(tmp_path / "v"), 48, 3, 1))
+    result = video_frames.convert((str(tmp_path / "v"), 48, 3, 1))
     assert not result.error and len(result.sizes) == 3 and (result.width, result.height) == (96, 72)
     ends = np.cumsum(result.sizes)
     for frame, start, end in zip(frames, ends - result.sizes, ends):
@@ -327,11 +329,11 @@ def test_dali_and_torch_clip_loaders_agree(train_set):
         got, want = list(dali.epoch(epoch)), list(torch_loader.epoch(epoch))
         assert len(got) == len(want) == len(plan(epoch))
         for a, b, planned in zip(got, want, plan(epoch)):
-            assert a["image"].shape == (len(planned.indices), 3, T, 32, 32) and a["image"].dtype == torch.float32
+            assert a["image"].shape == (len(planned.indices), 3, T, 32, 32) and a["image"].dtype == torch.uint8
             for key in ("index", "view", "start", "label", "video"):
                 assert torch.equal(a[key], b[key]), key
             assert a["index"].tolist() == planned.indices.tolist() and a["start"].tolist() == planned.starts.tolist()
-            diff = ((a["image"] - b["image"]).abs() * 255).round()
+            diff = (a["image"].int() - b["image"].int()).abs()
             assert diff.max() <= 1  # same resize (render.resize_clip); decoders: DALI's libjpeg-turbo vs PIL's
     dali.close()
 
@@ -361,7 +363,7 @@ def test_eval_clips_cover_every_frame_once_across_two_processes(ucf):
         loader = build_clip_loader("dali", test_set, CLIP_EVAL_VIEWS, plan, CPU, workers=1)
         want = list(build_clip_loader("torch", test_set, CLIP_EVAL_VIEWS, plan, CPU, workers=0).epoch(0))
         for a, b in zip(loader.epoch(0), want, strict=True):
-            assert ((a["image"] - b["image"]).abs() * 255).round().max() <= 1
+            assert (a["image"].int() - b["image"].int()).abs().max() <= 1
             assert torch.equal(a["video"], a["index"]) and torch.equal(a["view"], torch.zeros_like(a["view"]))
             for video, start in zip(a["video"].tolist(), a["start"].tolist()):
                 for f in range(start, min(start + T, counts[video])):
@@ -396,3 +398,11 @@ def test_video_readers_errors_and_auto_loader(train_set, tmp_path):
     auto.close()
     with pytest.raises(ValueError, match=r"'resident' has no clip loader \(.*\); clips load with auto, dali, torch"):
         build_clip_loader("resident", train_set, VIEWS, plan, CPU)
+
+
+@pytest.mark.parametrize("crop", [38, 45, 64, 90, 128])
+def test_mirroring_commutes_exactly_with_the_clip_resize(crop):
+    """The DALI clip loader mirrors the crops before resize_clip, render_clip after it: the same pixels."""
+    from pipelines.render import resize_clip
+    frames = torch.randint(0, 256, (4, crop, crop, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(crop))
+    assert torch.equal(resize_clip(frames.flip(2), 112, flip=False), resize_clip(frames, 112, flip=True))

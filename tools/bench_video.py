@@ -31,13 +31,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from pipelines.datasets.video import VIDEO_READERS
-from pipelines.loaders import build_clip_loader, to_float_images, torch_threads
+from pipelines.loaders import build_clip_loader
 from pipelines.plan import ClipPlan
 from pipelines.views import ClipViewSet, clip_frame_indices
 from tools import preprocess_video
 from tools.synthetic_videos import write_ucf101
 
-T, BATCH, EPOCHS, CLIPS, ROUNDS = 16, 8, 2, 96, 3
+T, BATCH, EPOCHS, CLIPS, ROUNDS = 16, 8, 4, 96, 3
 PREPROCESS_RUNS = 3
 
 
@@ -186,9 +186,7 @@ class _FolderLoader:
     def epoch(self, epoch):
         keys = [list(zip(b.indices.tolist(), b.views.tolist(), b.starts.tolist())) for b in self.plan(epoch)]
         for batch in DataLoader(self.dataset, batch_sampler=keys, num_workers=self.workers):
-            with torch_threads(1):  # as the DALI loader's own work: no OpenMP spinning against the workers
-                image = to_float_images(batch)
-            yield {"image": image}
+            yield {"image": batch}  # uint8 [B, 3, T, S, S], as the frame-store loaders yield
 
 
 def _decode_limit(videos, views: ClipViewSet, plan, device, workers: int, crops: bool = False) -> float:

@@ -326,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition")
     parser.add_argument("overrides", nargs="*", help="applied to every run after the cell's own, e.g. train.epochs=2")
     args = parser.parse_args(argv)
+    # `--cells X key=value` would swallow the override as a pattern; a pattern never holds "=".
+    args.overrides = [p for p in args.cells if "=" in p] + args.overrides
+    args.cells = [p for p in args.cells if "=" not in p]
     try:
         table = load_table(args.table)
         runs_root = trial_root(args.runs, args.overrides)
