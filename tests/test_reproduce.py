@@ -184,6 +184,16 @@ def test_cells_select_by_column_row_or_both():
     assert reproduce.main(["--table", "demo", "--cells", "nothing", "--dry-run"]) == 2
 
 
+def test_an_override_after_cells_is_an_override_not_a_pattern(tmp_path, capsys):
+    """`--cells scratch train.epochs=2` (no `--`): argparse hands the override to --cells."""
+    runs = tmp_path / "runs"
+    assert reproduce.main(["--table", "demo", "--seeds", "1", "--runs", str(runs), "--dry-run",
+                           "--cells", "scratch", "train.epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert reproduce.trial_root(runs, ["train.epochs=2"]).name in out and "train.epochs=2" in out
+    assert "none / scratch" in out and "DML" not in out
+
+
 KD_TABLE = """
 title: kd
 metric: test/top1
