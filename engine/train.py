@@ -71,13 +71,9 @@ def check_rerun(cfg: Config, run: RunFolder) -> dict | None:
         raise ConfigError(f"{run.path}: already holds a run; set train.resume=auto to continue it, or {new_run}")
     stored_file = run.path / "config.yaml"
     stored = _flatten(yaml.safe_load(stored_file.read_text())) if stored_file.exists() else {}
-    current = _flatten(cfg.model_dump(mode="json"))
-    changed = sorted(k for k in stored.keys() | current.keys()
-                     if stored.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
-        diffs = ", ".join(f"{k}={stored.get(k)} there, {current.get(k)} now" for k in changed[:3])
-        raise ConfigError(f"{stored_file}: the run there was made with other settings ({diffs}); {new_run}, "
-                          "or rerun with its settings to continue it")
+    if changed := changed_settings(stored_file, cfg):
+        raise ConfigError(f"{stored_file}: the run there was made with other settings ({', '.join(changed[:3])}); "
+                          f"{new_run}, or rerun with its settings to continue it")
     done = trained["epoch"] if trained else summary["epochs"]
     if summary is not None and summary.get("epochs") == cfg.train.epochs:
         if int(os.environ.get("RANK", "0")) == 0:
@@ -143,6 +139,14 @@ def removed_if_nothing_kept(run: RunFolder, accelerator):
                 tracker.finish()
             shutil.rmtree(run.path, ignore_errors=True)
         raise
+
+
+def changed_settings(stored_file: Path, cfg: Config, may_differ=RESUMABLE_CHANGES) -> list[str]:
+    """Each setting in which `cfg` differs from a run's config.yaml, as "key=<stored> there, <cfg's> now"."""
+    stored = _flatten(yaml.safe_load(stored_file.read_text())) if stored_file.exists() else {}
+    current = _flatten(cfg.model_dump(mode="json"))
+    return [f"{k}={stored.get(k)} there, {current.get(k)} now" for k in sorted(stored.keys() | current.keys())
+            if stored.get(k) != current.get(k) and k not in may_differ]
 
 
 def _flatten(node, prefix=""):

@@ -62,7 +62,7 @@ def test_dry_run_lists_every_cell_and_seed_and_skips_finished(table_file, tmp_pa
     assert "first / B seed 0: resuming" in out
     assert out.count("configs/nowhere/not_yet.yaml does not exist yet") == 3  # once per seed
     assert "configs that do not exist yet (1): configs/nowhere/not_yet.yaml" in out
-    assert "9 cell x seed runs: 1 done, 1 resume, 4 new, 3 missing config" in out
+    assert "9 cell x seed runs: 1 done, 0 stale, 1 resume, 4 new, 3 missing config" in out
 
 
 def test_seeds_are_a_count_or_a_list():
@@ -88,13 +88,37 @@ def test_runs_one_after_another_then_skips(table_file, tmp_path, capsys):
     assert printed_commands(capsys.readouterr().out) == []  # nothing left to run
 
     # make results reads what the engine wrote
-    written = results.write_results(load_table(str(table_file)), runs, tmp_path / "results")
+    written = results.write_results(load_table(str(table_file)), runs, tmp_path / "results", extra=("train.epochs=1",))
     table = written["markdown"].read_text()
     first = next(line for line in table.splitlines() if line.startswith("| first |"))
     assert first.startswith("| first | top-1 % | 12.50 (1 seed) | 13.00 (1 seed) | 90 ± 0.5 | ")
     assert f"| {summary['final']['test/top1']:.2f} (1 seed) |" in first
     assert "| second | top-1 % | missing | missing | 80 |" in table
     assert set(written) >= {"csv", "bars", "curves first"}
+
+
+def test_a_run_made_with_other_settings_is_never_reused(table_file, tiny_config, tmp_path, capsys):
+    """The config changed after a cell ran: results leave the old run out, reproduce sets it aside and reruns."""
+    args = ["--table", str(table_file), "--seeds", "1", "--runs", str(tmp_path / "runs"), "--cells", "first/B",
+            "train.epochs=1"]
+    runs = reproduce.trial_root(tmp_path / "runs", ["train.epochs=1"])
+    run = runs / "tbl/first_b/seed0"
+    assert reproduce.main(args) == 0 and (run / "summary.json").exists()
+    tiny_config.write_text(tiny_config.read_text().replace("lr: 0.05", "lr: 0.02"))
+    capsys.readouterr()
+
+    table = results.write_results(load_table(str(table_file)), runs, tmp_path / "results",
+                                  extra=("train.epochs=1",))["markdown"].read_text()
+    assert "| first | top-1 % | missing | missing | 90 ± 0.5 | missing |" in table
+    assert f"warning: {run} was made with other settings (optim.lr=0.05 there, 0.02 now)" in capsys.readouterr().err
+
+    assert reproduce.main([*args, "--dry-run"]) == 0
+    assert (f"first / B seed 0: {run} was made with other settings (optim.lr=0.05 there, 0.02 now); would be set "
+            "aside") in capsys.readouterr().out
+    assert reproduce.main(args) == 0
+    assert f"set aside as {run.with_name('seed0.stale-1')}" in capsys.readouterr().out
+    assert (run.with_name("seed0.stale-1") / "summary.json").exists()  # kept, not deleted
+    assert "lr: 0.02" in (run / "config.yaml").read_text() and (run / "summary.json").exists()
 
 
 def test_slurm_scripts_name_the_config_and_seeds(table_file, tmp_path, tiny_config):

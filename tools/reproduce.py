@@ -10,7 +10,10 @@
 shell wildcards allowed (`--cells KD "linear heads/*"`).
 Runs go one after another, each `python -m engine.train --config C seed=S [cell overrides]
 [extra overrides]` (under `accelerate launch` with --nproc > 1). A seed whose summary.json
-exists is skipped; an interrupted one is started again and the engine resumes it. A config
+exists is skipped, unless its run was made with other settings than the cell's now (its
+config.yaml differs: the config or an override changed since): that one is set aside as
+seed<k>.stale-<n> (kept, not deleted) and run again. An interrupted one is started again and the
+engine resumes it. A config
 that does not exist yet is reported, not run; a failed run does not stop the others.
 
 Extra overrides that change what a run computes (a quick `train.epochs=5`; anything but
@@ -31,6 +34,7 @@ and nodes, and a submit.sh that submits them all, each after the jobs it needs
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import re
 import shlex
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import ConfigError, load_config
+from engine.train import RESUMABLE_CHANGES, changed_settings
 from tools.tables import Cell, Table, TableError, cell_label, load_table, selected, table_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,16 +65,46 @@ class Job:
     run_dir: Path
     needs: tuple[Path, ...] = ()  # checkpoints of other runs this one reads (its sources' weights)
     overrides: tuple[str, ...] = ()  # those sources pointed at them, when the runs root is not runs/
+    runs_root: Path = DEFAULT_RUNS
+    extra: tuple[str, ...] = ()  # the overrides given to every run of the table
 
     @property
     def status(self) -> str:
         if not config_path(self.cell.config).exists():
             return "missing config"
         if (self.run_dir / "summary.json").exists():
-            return "done"
+            return "stale" if self.changed_settings() else "done"
         if (self.run_dir / "checkpoints" / "last").exists():
             return "resume"
         return "new"
+
+    def changed_settings(self) -> list[str]:
+        """How the finished run in run_dir was made otherwise than this job would make it now (the
+        config or an override changed since): such a run is never reused as this job's result. A folder
+        without the config.yaml every run writes (made by hand) cannot be compared: none."""
+        if not (self.run_dir / "config.yaml").exists():
+            return []
+        args = train_args(self, self.seed, self.runs_root, list(self.extra))
+        try:
+            stat = config_path(self.cell.config).stat()  # a config edited since is read again
+            cfg = resolved_config(self.cell.config, tuple(args[args.index("--config") + 2:]), (stat.st_mtime_ns, stat.st_size))
+        except (ConfigError, OSError) as e:
+            return [str(e)]
+        return changed_settings(self.run_dir / "config.yaml", cfg, may_differ=RESUMABLE_CHANGES - {"train.epochs"})
+
+
+@functools.lru_cache(maxsize=None)
+def resolved_config(config: str, overrides: tuple[str, ...], file_stamp: tuple[int, int]):
+    return load_config(config_path(config), list(overrides))
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Move a stale run out of the way (kept, never deleted): <run_dir>.stale-<n>."""
+    n = 1
+    while (aside := run_dir.with_name(f"{run_dir.name}.stale-{n}")).exists():
+        n += 1
+    run_dir.rename(aside)
+    return aside
 
 
 def config_path(config: str) -> Path:
@@ -102,29 +137,32 @@ def needed_runs(cell: Cell) -> list[tuple[int, Path, str, int]]:
     return needed
 
 
-def with_prerequisites(label: str, cell: Cell, seed: int, runs_root: Path, depth: int = 0) -> list[Job]:
+def with_prerequisites(label: str, cell: Cell, seed: int, runs_root: Path, extra: tuple[str, ...] = (),
+                       depth: int = 0) -> list[Job]:
     """The runs the cell's sources need (recursively, first), then the cell's own job."""
     if depth > 8:
         raise TableError(f"{cell.config}: its sources' weights need runs that need each other")
     jobs, needs, overrides = [], [], []
     for index, weights, name, needed_seed in needed_runs(cell):
         maker = Cell(config=f"configs/{name}.yaml")
-        jobs += with_prerequisites(f"prerequisite {name}", maker, needed_seed, runs_root, depth + 1)
+        jobs += with_prerequisites(f"prerequisite {name}", maker, needed_seed, runs_root, extra, depth + 1)
         needs.append(Path(runs_root) / weights.relative_to(DEFAULT_RUNS))
         if Path(runs_root) != DEFAULT_RUNS:
             overrides.append(f"sources.{index}.weights={needs[-1]}")
-    jobs.append(Job(label, cell, seed, cell.run_dir(runs_root, seed), tuple(needs), tuple(overrides)))
+    jobs.append(Job(label, cell, seed, cell.run_dir(runs_root, seed), tuple(needs), tuple(overrides), Path(runs_root),
+                    tuple(extra)))
     return jobs
 
 
-def plan(table: Table, seeds: list[int], runs_root: Path = DEFAULT_RUNS, cells: list[str] = ()) -> list[Job]:
+def plan(table: Table, seeds: list[int], runs_root: Path = DEFAULT_RUNS, cells: list[str] = (),
+         extra: list[str] = ()) -> list[Job]:
     """Every selected cell x seed in reading order, each after the runs it needs; a run folder is listed once."""
     jobs, seen = [], set()
     for row, column, cell in table.cells():
         if not selected(row, column, list(cells)):
             continue
         for seed in seeds:
-            for job in with_prerequisites(cell_label(row, column), cell, seed, runs_root):
+            for job in with_prerequisites(cell_label(row, column), cell, seed, runs_root, tuple(extra)):
                 if job.run_dir not in seen:
                     seen.add(job.run_dir)
                     jobs.append(job)
@@ -195,6 +233,14 @@ def run_all(jobs: list[Job], nproc: int, runs_root: Path, extra: list[str], dry_
         if status == "done":
             print(f"# {describe(job)}: done ({job.run_dir / 'summary.json'}); skipped")
             continue
+        if status == "stale":
+            why = "; ".join(job.changed_settings()[:3])
+            if dry_run:
+                print(f"# {describe(job)}: {job.run_dir} was made with other settings ({why}); would be set aside")
+            else:
+                print(f"# {describe(job)}: {job.run_dir} was made with other settings ({why}); set aside as "
+                      f"{set_aside(job.run_dir)}", flush=True)
+            status = "new"
         absent = [p for p in job.needs if not p.exists()]
         if dry_run:
             for path in absent:
@@ -211,7 +257,7 @@ def run_all(jobs: list[Job], nproc: int, runs_root: Path, extra: list[str], dry_
             continue
         if subprocess.run(cmd, cwd=Path.cwd()).returncode != 0:
             failed.append(describe(job))
-    counts = {s: sum(j.status == s for j in jobs) for s in ("done", "resume", "new", "missing config")}
+    counts = {s: sum(j.status == s for j in jobs) for s in ("done", "stale", "resume", "new", "missing config")}
     print(f"# {len(jobs)} cell x seed runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     if missing:
         print(f"# configs that do not exist yet ({len(missing)}): {' '.join(missing)}")
@@ -276,6 +322,9 @@ def write_slurm(table: Table, jobs: list[Job], out_dir: Path, runs_root: Path, e
     for cell_jobs in by_cell.values():
         first = cell_jobs[0]
         todo = [j.seed for j in cell_jobs if j.status in ("new", "resume")]
+        for job in (j for j in cell_jobs if j.status == "stale"):
+            print(f"# {describe(job)}: {job.run_dir} was made with other settings "
+                  f"({'; '.join(job.changed_settings()[:3])}); move it away (or run here) to include it; no script")
         if first.status == "missing config":
             print(f"# {first.label}: config {first.cell.config} does not exist yet; no script")
             continue
@@ -332,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = load_table(args.table)
         runs_root = trial_root(args.runs, args.overrides)
-        jobs = plan(table, seed_list(args.seeds), runs_root, args.cells)
+        jobs = plan(table, seed_list(args.seeds), runs_root, args.cells, args.overrides)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

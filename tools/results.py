@@ -46,7 +46,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pipelines.storage import write_atomic  # noqa: E402
-from tools.reproduce import DEFAULT_RUNS, seed_list, slug, trial_root  # noqa: E402
+from tools.reproduce import DEFAULT_RUNS, seed_list, slug, trial_root, with_prerequisites  # noqa: E402
 from tools.tables import Cell, Row, Table, TableError, load_table, table_names  # noqa: E402
 
 MISSING = "missing"
@@ -85,12 +85,17 @@ class Run:
         return self.summary.get("best", {}).get(metric)
 
 
-def collect_cell(cell: Cell, runs_root: Path, seeds: list[int] | None = None) -> list[Run]:
-    """The cell's finished seeds (those in `seeds` when given), in seed order."""
+def collect_cell(cell: Cell, runs_root: Path, seeds: list[int] | None = None, extra: tuple[str, ...] = ()) -> list[Run]:
+    """The cell's finished seeds (those in `seeds` when given), in seed order; a run made with other
+    settings than the cell's now is left out, with a line saying so (tools/reproduce.py reruns it)."""
     runs = []
     for summary_file in (Path(runs_root) / cell.run_name).glob("seed*/summary.json"):
         seed = summary_file.parent.name.removeprefix("seed")
         if not seed.isdigit() or (seeds is not None and int(seed) not in seeds):
+            continue
+        if changed := with_prerequisites(cell.run_name, cell, int(seed), runs_root, extra)[-1].changed_settings():
+            print(f"warning: {summary_file.parent} was made with other settings ({'; '.join(changed[:3])}); "
+                  "left out (make reproduce runs it again)", file=sys.stderr)
             continue
         summary = json.loads(summary_file.read_text())
         metrics_file = summary_file.with_name("metrics.jsonl")
@@ -150,12 +155,12 @@ class Line:
                           if base.get(r.seed) is not None and r.final(metric) is not None))
 
 
-def collect(table: Table, runs_root: Path, seeds: list[int] | None = None) -> list[Line]:
+def collect(table: Table, runs_root: Path, seeds: list[int] | None = None, extra: tuple[str, ...] = ()) -> list[Line]:
     found: dict[str, list[Run]] = {}
 
     def runs_of(cell: Cell) -> list[Run]:
         if cell.run_name not in found:
-            found[cell.run_name] = collect_cell(cell, runs_root, seeds)
+            found[cell.run_name] = collect_cell(cell, runs_root, seeds, extra)
         return found[cell.run_name]
 
     lines = []
@@ -333,9 +338,9 @@ def plot_bars(table: Table, lines: list[Line], path: Path) -> None:
 
 
 def write_results(table: Table, runs_root: Path, out_dir: Path, seeds: list[int] | None = None,
-                  readme: Path | None = None) -> dict[str, Path]:
+                  readme: Path | None = None, extra: tuple[str, ...] = ()) -> dict[str, Path]:
     """The table as Markdown and CSV, and its plots (and its README section); returns what was written."""
-    lines = collect(table, runs_root, seeds)
+    lines = collect(table, runs_root, seeds, extra)
     plots = out_dir / table.name
     plots.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out_dir / f"{table.name}.md", "csv": out_dir / f"{table.name}.csv",
@@ -410,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         tables = [load_table(name) for name in (args.table or table_names())]
         for table in tables:
             written = write_results(table, runs_root, args.out, args.seeds and seed_list(args.seeds),
-                                    args.readme)
+                                    args.readme, tuple(args.overrides))
             print(written["markdown"].read_text())
             print(f"written: {', '.join(str(p) for p in written.values())}\n")
     except (TableError, OSError) as e:
