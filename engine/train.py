@@ -42,8 +42,9 @@ from pipelines.datasets import DatasetError, build_split
 INPUT_ERRORS = (ConfigError, DatasetError, SourceError, CacheError, ModelError)
 
 # Keys that may change when an interrupted run is resumed; anything else would mix two experiments.
-RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.channels_last", "train.resume", "train.checkpoint_every", "train.eval_every",
-                     "data.workers"}
+# (run.root: a runs tree copied or moved elsewhere holds the same runs.)
+RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.channels_last", "train.resume", "train.checkpoint_every",
+                     "train.eval_every", "data.workers", "run.root"}
 
 
 def make_accelerator(cfg: Config, run_dir: Path) -> Accelerator:

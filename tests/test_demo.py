@@ -24,7 +24,7 @@ def test_demo_table_rows_are_valid_configs_in_their_run_folders():
     weights = set()
     for label, cell in cells.items():
         cfg = load_config(cell.config, [*cell.overrides, "seed=2"])
-        assert cfg.data.procedural["label"] == "shape" and cfg.train.epochs == 60 and cfg.seed == 2, label
+        assert cfg.data.procedural["label"] == "shape" and cfg.train.epochs == 100 and cfg.seed == 2, label
         assert cfg.model.head == {"transfer modules": "transfer_module", "linear heads": "linear"}.get(
             label.split(" / ")[0], cfg.model.head)
         weights |= {s.weights for s in cfg.sources}

@@ -10,11 +10,11 @@
 shell wildcards allowed (`--cells KD "linear heads/*"`).
 Runs go one after another, each `python -m engine.train --config C seed=S [cell overrides]
 [extra overrides]` (under `accelerate launch` with --nproc > 1). A seed whose summary.json
-exists is skipped, unless its run was made with other settings than the cell's now (its
-config.yaml differs: the config or an override changed since): that one is set aside as
-seed<k>.stale-<n> (kept, not deleted) and run again. An interrupted one is started again and the
-engine resumes it. A config
-that does not exist yet is reported, not run; a failed run does not stop the others.
+exists is skipped and an interrupted one started again (the engine resumes it), unless its run
+was made with other settings than the cell's now (its config.yaml differs: the config or an
+override changed since): that one is set aside as seed<k>.stale-<n> (kept, not deleted) and run
+again. A config that does not exist yet is reported, not run; a failed run does not stop the
+others.
 
 Extra overrides that change what a run computes (a quick `train.epochs=5`; anything but
 NEUTRAL_KEYS) send the whole table to its own runs root, runs/trial-<hash>/, so a later full
@@ -75,11 +75,11 @@ class Job:
         if (self.run_dir / "summary.json").exists():
             return "stale" if self.changed_settings() else "done"
         if (self.run_dir / "checkpoints" / "last").exists():
-            return "resume"
+            return "stale" if self.changed_settings() else "resume"
         return "new"
 
     def changed_settings(self) -> list[str]:
-        """How the finished run in run_dir was made otherwise than this job would make it now (the
+        """How the finished (or interrupted) run in run_dir was made otherwise than this job would make it now (the
         config or an override changed since): such a run is never reused as this job's result. A folder
         without the config.yaml every run writes (made by hand) cannot be compared: none."""
         if not (self.run_dir / "config.yaml").exists():
