@@ -5,6 +5,8 @@
 On a machine with a CUDA GPU, in a couple of minutes:
   - DALI `mixed` decoding: JPEG files decoded by nvJPEG on the GPU (the `dali` loader on
     CUDA), compared with the CPU decoder's pixels;
+  - DALI clips on the GPU: the clip loader's CUDA path (crop decoding by nvJPEG, flip and resize
+    in DALI) against its CPU path on a tiny frame store;
   - bf16 and fp16 autocast: SSKT training steps (ResNet-20 + a transfer module) through the
     engine's loop under Accelerate's mixed precision (fp16 with its gradient scaler);
   - channels_last: the same steps with the model in channels_last, beside NCHW;
@@ -138,6 +140,47 @@ def check_dali_mixed(device, args, folder):
     if worst > 16:
         raise RuntimeError(f"GPU decode differs from the CPU decoder by {worst} grey levels")
     return f"{rate:.0f} img/s (500x375 JPEG to 224; max {worst} grey levels from CPU decode)"
+
+
+def check_dali_clips_mixed(device, args, folder):
+    """The DALI clip loader on CUDA (nvJPEG crop decoding, DALI's flip and resize on the GPU) against
+    its CPU path (libjpeg-turbo, torch's resize) on the same planned clips of a tiny frame store."""
+    import contextlib
+    import io
+    import types
+
+    from pipelines.datasets.video import VIDEO_READERS
+    from pipelines.loaders import build_clip_loader
+    from pipelines.plan import ClipPlan
+    from pipelines.views import ClipViewSet
+    from tools import preprocess_video
+    from tools.synthetic_videos import write_ucf101
+
+    write_ucf101(folder / "UCF-101", ["Alpha", "Beta"], per_class=4, frames=48, size=(320, 240))
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = preprocess_video.main(["--dataset", "ucf101", "--root", str(folder / "UCF-101"), "--out",
+                                        str(folder / "ucf101.h5"), "--no-progress"])
+    if status != 0:
+        raise RuntimeError(f"preprocessing the check's videos exited {status}")
+    videos = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=folder, split=1), "train")
+    views = ClipViewSet()
+    plan = ClipPlan(tuple(videos.frame_counts.tolist()), 16, 4, True, views.count)
+    gpu = build_clip_loader("dali", videos, views, plan, device)
+    cpu = build_clip_loader("dali", videos, views, plan, torch.device("cpu"))
+    diffs = [(a["image"].cpu().int() - b["image"].int()).abs() for a, b in zip(gpu.epoch(0), cpu.epoch(0), strict=True)]
+    mean, worst = float(torch.cat([d.flatten() for d in diffs]).float().mean()), int(max(d.max() for d in diffs))
+    started, seen = time.perf_counter(), 0
+    for epoch in range(1, 4):
+        for b in gpu.epoch(epoch):
+            seen += b["image"].shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    rate = seen / (time.perf_counter() - started)
+    gpu.close()
+    cpu.close()
+    if mean > 2.0:  # decoders differ by a few levels, DALI's resize from torch's by ~1 (more at the edges)
+        raise RuntimeError(f"GPU clips differ from the CPU path's by {mean:.2f} grey levels on average (max {worst})")
+    return f"{rate:.0f} clips/s (16x112x112 from 171x128 JPEGs; CPU path: mean {mean:.2f}, max {worst} grey levels)"
 
 
 def check_cache_on_gpu(device, args, folder):
@@ -277,6 +320,7 @@ def check_sync_bn(device, args, folder):
 
 CHECKS = [
     ("DALI mixed JPEG decoding", check_dali_mixed),
+    ("DALI clips on the GPU", check_dali_clips_mixed),
     ("bf16 autocast training", check_autocast("bf16")),
     ("fp16 autocast training", check_autocast("fp16")),
     ("channels_last training", check_channels_last),
