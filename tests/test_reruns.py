@@ -53,15 +53,21 @@ def assert_same_run(tiny_config, a, b):
 
 
 def sigint_after_epoch(monkeypatch, epoch: int):
-    """A real SIGINT to this process right after `epoch`'s checkpoint, as Ctrl-C would send."""
+    """A real SIGINT to this process right after `epoch`'s checkpoint, as Ctrl-C would send. Python's own
+    handler is installed first: a shell without job control starts background jobs with SIGINT ignored."""
     real_save = checkpoint.save_training_state
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def save_then_ctrl_c(accelerator, folder, state):
         real_save(accelerator, folder, state)
         if state["epoch"] == epoch:
             os.kill(os.getpid(), signal.SIGINT)
     monkeypatch.setattr(checkpoint, "save_training_state", save_then_ctrl_c)
-    return lambda: monkeypatch.setattr(checkpoint, "save_training_state", real_save)
+
+    def restore():
+        monkeypatch.setattr(checkpoint, "save_training_state", real_save)
+        signal.signal(signal.SIGINT, previous)
+    return restore
 
 
 def snapshot(folder):
