@@ -62,11 +62,17 @@ class Job:
     label: str  # "row / column", or "prerequisite <run name>"
     cell: Cell
     seed: int
-    run_dir: Path
+    runs_root: Path = DEFAULT_RUNS
     needs: tuple[Path, ...] = ()  # checkpoints of other runs this one reads (its sources' weights)
     overrides: tuple[str, ...] = ()  # those sources pointed at them, when the runs root is not runs/
-    runs_root: Path = DEFAULT_RUNS
     extra: tuple[str, ...] = ()  # the overrides given to every run of the table
+
+    @property
+    def run_dir(self) -> Path:
+        return self.cell.run_dir(self.runs_root, self.seed)
+
+    def train_args(self, seed: int | str | None = None) -> list[str]:
+        return train_args(self.cell, self.seed if seed is None else seed, self.runs_root, [*self.overrides, *self.extra])
 
     @property
     def status(self) -> str:
@@ -84,7 +90,7 @@ class Job:
         without the config.yaml every run writes (made by hand) cannot be compared: none."""
         if not (self.run_dir / "config.yaml").exists():
             return []
-        args = train_args(self, self.seed, self.runs_root, list(self.extra))
+        args = self.train_args()
         try:
             stat = config_path(self.cell.config).stat()  # a config edited since is read again
             cfg = resolved_config(self.cell.config, tuple(args[args.index("--config") + 2:]), (stat.st_mtime_ns, stat.st_size))
@@ -149,8 +155,7 @@ def with_prerequisites(label: str, cell: Cell, seed: int, runs_root: Path, extra
         needs.append(Path(runs_root) / weights.relative_to(DEFAULT_RUNS))
         if Path(runs_root) != DEFAULT_RUNS:
             overrides.append(f"sources.{index}.weights={needs[-1]}")
-    jobs.append(Job(label, cell, seed, cell.run_dir(runs_root, seed), tuple(needs), tuple(overrides), Path(runs_root),
-                    tuple(extra)))
+    jobs.append(Job(label, cell, seed, Path(runs_root), tuple(needs), tuple(overrides), tuple(extra)))
     return jobs
 
 
@@ -173,15 +178,15 @@ def maker_of(path: Path, jobs: list[Job]) -> Job | None:
     return next((j for j in jobs if path.is_relative_to(j.run_dir)), None)
 
 
-def train_args(job: Job | Cell, seed: int | str, runs_root: Path, extra: list[str]) -> list[str]:
-    """engine.train's arguments: config, seed, the cell's overrides, its folder, its sources' weights, then `extra`."""
-    cell, own = (job.cell, list(job.overrides)) if isinstance(job, Job) else (job, [])
+def train_args(cell: Cell, seed: int | str, runs_root: Path, extra: list[str]) -> list[str]:
+    """engine.train's arguments: config, seed, the cell's overrides, its folder, then `extra` (a job's: its
+    sources' weights, then the table's overrides)."""
     args = ["-m", "engine.train", "--config", cell.config, f"seed={seed}", *cell.overrides]
     if cell.run:
         args.append(f"run.name={cell.run}")
     if Path(runs_root) != DEFAULT_RUNS:
         args.append(f"run.root={runs_root}")
-    return [*args, *own, *extra]
+    return [*args, *extra]
 
 
 def executable(name: str, base: Path | None = None) -> str:
@@ -201,8 +206,8 @@ def launcher(nproc: int) -> list[str]:
     return [executable("accelerate"), "launch", "--multi_gpu", "--num_processes", str(nproc)]
 
 
-def command(job: Job, nproc: int, runs_root: Path, extra: list[str]) -> list[str]:
-    return [*launcher(nproc), *train_args(job, job.seed, runs_root, extra)]
+def command(job: Job, nproc: int) -> list[str]:
+    return [*launcher(nproc), *job.train_args()]
 
 
 def describe(job: Job) -> str:
@@ -222,11 +227,11 @@ def maker_name(path: Path) -> str:
 
 # ---------------------------------------------------------------- running here
 
-def run_all(jobs: list[Job], nproc: int, runs_root: Path, extra: list[str], dry_run: bool) -> int:
+def run_all(jobs: list[Job], nproc: int, dry_run: bool) -> int:
     failed, missing = [], sorted({j.cell.config for j in jobs if j.status == "missing config"})
     for job in jobs:
         status = job.status
-        cmd = command(job, nproc, runs_root, extra)
+        cmd = command(job, nproc)
         if status == "missing config":
             print(f"# {describe(job)}: config {job.cell.config} does not exist yet; not run")
             continue
@@ -268,11 +273,10 @@ def run_all(jobs: list[Job], nproc: int, runs_root: Path, extra: list[str], dry_
 
 # ---------------------------------------------------------------- SLURM
 
-def slurm_script(table: Table, job: Job, seeds: list[int], runs_root: Path, extra: list[str], nodes: int,
-                 gpus_per_node: int, cpus_per_task: int, time_limit: str, partition: str | None, log_dir: Path) -> str:
+def slurm_script(table: Table, job: Job, seeds: list[int], nodes: int, gpus_per_node: int, cpus_per_task: int, time_limit: str, partition: str | None, log_dir: Path) -> str:
     """An sbatch array job over `seeds` (array task id = seed) running the job's cell under accelerate launch."""
     cell = job.cell
-    train = shlex.join(train_args(job, "SEED", runs_root, extra)).replace("seed=SEED", 'seed="$SEED"')
+    train = shlex.join(job.train_args("SEED")).replace("seed=SEED", 'seed="$SEED"')
     accelerate = shlex.quote(executable("accelerate", ROOT))
     # Array tasks of one cell may share a node: each rendezvous on its own port.
     port = f"--main_process_port $(({PORT} + SLURM_JOB_ID % 10000))"
@@ -311,7 +315,7 @@ def slurm_script(table: Table, job: Job, seeds: list[int], runs_root: Path, extr
     return "\n".join(lines) + "\n"
 
 
-def write_slurm(table: Table, jobs: list[Job], out_dir: Path, runs_root: Path, extra: list[str], **resources) -> list[Path]:
+def write_slurm(table: Table, jobs: list[Job], out_dir: Path, **resources) -> list[Path]:
     """One script per cell (array over its unfinished seeds), and submit.sh submitting each after those it needs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     log_dir = (out_dir / "logs").resolve()
@@ -333,7 +337,7 @@ def write_slurm(table: Table, jobs: list[Job], out_dir: Path, runs_root: Path, e
             continue
         name = slug(first.label)
         path = out_dir / f"{name}.sbatch"
-        path.write_text(slurm_script(table, first, todo, runs_root, extra, log_dir=log_dir, **resources))
+        path.write_text(slurm_script(table, first, todo, log_dir=log_dir, **resources))
         scripts.append(path)
         after = sorted({variables[maker.run_dir] for j in cell_jobs for p in j.needs
                         if (maker := maker_of(p, jobs)) is not None and maker.run_dir in variables})
@@ -391,11 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     if runs_root != args.runs:
         print(f"# the overrides change what the runs compute: this trial's runs go to {runs_root}/")
     if args.slurm:
-        write_slurm(table, jobs, args.slurm_dir or Path("slurm") / table.name, runs_root, args.overrides,
+        write_slurm(table, jobs, args.slurm_dir or Path("slurm") / table.name,
                     nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
                     time_limit=args.time, partition=args.partition)
         return 0
-    return run_all(jobs, args.nproc, runs_root, args.overrides, args.dry_run)
+    return run_all(jobs, args.nproc, args.dry_run)
 
 
 if __name__ == "__main__":
