@@ -7,13 +7,15 @@ Loading: training clips/s (T=16, 112x112, batch 8) of frame store + DALI, frame 
 JPEG folder + PIL DataLoader (3D-ResNets-PyTorch's loader: PIL open, crop, bilinear resize per
 frame), and the decode limit (the same clips' JPEG bytes, already in memory, decoded by DALI in a
 tight loop: whole frames, the target's denominator; and only the crop boxes, as the loader decodes).
-Clip rates are medians of 5 interleaved rounds, ratios medians of the ratios within each round.
+Clip rates are medians of 5 interleaved rounds, each figure measured in its own process (as a training
+process holds one loader), ratios medians of the ratios within each round.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import io
+import multiprocessing
 import os
 import resource
 import shutil
@@ -47,7 +49,29 @@ def bench_video(args, workdir: Path, device) -> dict:
                           size=(320, 240))
     frames = args.videos // 2 * 2 * args.video_frames
     result = _bench_preprocessing(args, workdir, videos, frames)
-    folders = workdir / "jpg"  # the reference's JPEG folders, written by the ffmpeg runs
+    # ROUNDS interleaved rounds, medians: on a shared machine the load drifts during a run, and a ratio
+    # of two figures taken a minute apart measures the drift. Each figure in its own process, kept for
+    # every round: a training process holds one loader, and with all of them in the bench's process the
+    # DALI loader measured DALI / decode limit 0.49-0.53 against 0.56-0.66 alone (cause not found).
+    rounds = {name: [] for name in CLIP_FIGURES}
+    with _ClipTimers(workdir, args.workers, device) as timers:
+        for _ in range(ROUNDS):
+            for name in CLIP_FIGURES:
+                rounds[name].append(timers.time(name))
+    dali = np.asarray(rounds["frame_store_dali"])
+    result["train_clips_per_s"] = {name: float(np.median(rates)) for name, rates in rounds.items()}
+    result["train_clips_per_s_rounds"] = rounds
+    for key, other in (("dali_over_jpeg_folder", "jpeg_folder_pil"), ("dali_over_decode_limit", "decode_limit_dali"),
+                       ("dali_over_crop_decode", "decode_limit_dali_crops")):
+        result[key] = float(np.median(dali / np.asarray(rounds[other])))  # the ratio within each round
+    return result
+
+
+CLIP_FIGURES = ("frame_store_dali", "frame_store_torch", "jpeg_folder_pil", "decode_limit_dali", "decode_limit_dali_crops")
+
+
+def _clip_setup(workdir: Path):
+    """The preprocessed bench videos as a training set, its clip views and its plan."""
     videos_set = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=workdir, split=1), "train")
     # The videos repeated to CLIPS samples: epochs of 48 batches. A loader refills its pipeline at every
     # epoch start; real epochs are long (UCF-101: ~1,200 batches of 8) and amortise that, where 12-batch
@@ -58,29 +82,60 @@ def bench_video(args, workdir: Path, device) -> dict:
                                      labels=np.tile(videos_set.labels, repeat),
                                      frame_counts=np.tile(videos_set.frame_counts, repeat))
     views = ClipViewSet()
-    plan = ClipPlan(tuple(videos_set.frame_counts.tolist()), T, BATCH, True, views.count)
-    loaders = {f"frame_store_{kind}": build_clip_loader(kind, videos_set, views, plan, device, args.workers)
-               for kind in ("dali", "torch")}
-    loaders["jpeg_folder_pil"] = _FolderLoader(videos_set, folders, views, plan, args.workers)
-    limits = {"decode_limit_dali": False, "decode_limit_dali_crops": True}
-    # ROUNDS interleaved rounds, medians: on a shared machine the load drifts during a run, and a
-    # ratio of two figures taken a minute apart measures the drift
-    rounds = {name: [] for name in (*loaders, *limits)}
-    for round_ in range(ROUNDS):
-        for name, loader in loaders.items():
-            rounds[name].append(_time_epochs(loader, warm_up=round_ == 0))
-        for name, crops in limits.items():
-            rounds[name].append(_decode_limit(videos_set, views, plan, device, args.workers, crops=crops))
-    for loader in loaders.values():
-        if hasattr(loader, "close"):
-            loader.close()
-    dali = np.asarray(rounds["frame_store_dali"])
-    result["train_clips_per_s"] = {name: float(np.median(rates)) for name, rates in rounds.items()}
-    result["train_clips_per_s_rounds"] = rounds
-    for key, other in (("dali_over_jpeg_folder", "jpeg_folder_pil"), ("dali_over_decode_limit", "decode_limit_dali"),
-                       ("dali_over_crop_decode", "decode_limit_dali_crops")):
-        result[key] = float(np.median(dali / np.asarray(rounds[other])))  # the ratio within each round
-    return result
+    return videos_set, views, ClipPlan(tuple(videos_set.frame_counts.tolist()), T, BATCH, True, views.count)
+
+
+def _clip_timer(conn, name: str, workdir: Path, workers: int, device: str) -> None:
+    """In its own (spawned) process: one of CLIP_FIGURES, measured each time the bench asks."""
+    # A spawned process would also spawn its loaders' workers (the reference loader's, started every
+    # epoch, ran at 62 instead of 136 clips/s): start them as a training process on Linux does
+    multiprocessing.set_start_method("fork", force=True)
+    videos_set, views, plan = _clip_setup(workdir)
+    device = torch.device(device)
+    loader = None
+    if name.startswith("decode_limit"):
+        measure = lambda first: _decode_limit(videos_set, views, plan, device, workers, crops=name.endswith("crops"))
+    else:
+        loader = (_FolderLoader(videos_set, workdir / "jpg", views, plan, workers) if name == "jpeg_folder_pil"
+                  else build_clip_loader(name.removeprefix("frame_store_"), videos_set, views, plan, device, workers))
+        measure = lambda first: _time_epochs(loader, warm_up=first)  # the first round warms the loader up
+    first = True
+    while conn.recv():
+        conn.send(measure(first))
+        first = False
+    if hasattr(loader, "close"):
+        loader.close()
+
+
+class _ClipTimers:
+    """One process per figure (not daemonic: loaders start worker processes of their own)."""
+
+    def __init__(self, workdir: Path, workers: int, device):
+        self.args = (workdir, workers, str(device))
+
+    def __enter__(self):
+        context = multiprocessing.get_context("spawn")  # no HDF5 handle or CUDA context inherited
+        self.pipes, self.processes = {}, []
+        for name in CLIP_FIGURES:
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_clip_timer, args=(theirs, name, *self.args))
+            process.start()
+            self.pipes[name] = ours
+            self.processes.append(process)
+        return self
+
+    def time(self, name: str) -> float:
+        self.pipes[name].send(True)
+        return self.pipes[name].recv()
+
+    def __exit__(self, *exc):
+        for pipe in self.pipes.values():
+            try:
+                pipe.send(False)
+            except OSError:  # that process already died; its error is the one to report
+                pass
+        for process in self.processes:
+            process.join()
 
 
 def _bench_preprocessing(args, workdir: Path, videos: dict[str, Path], frames: int) -> dict:
