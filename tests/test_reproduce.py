@@ -65,9 +65,17 @@ def test_dry_run_lists_every_cell_and_seed_and_skips_finished(table_file, tmp_pa
     assert "9 cell x seed runs: 1 done, 0 stale, 1 resume, 4 new, 3 missing config" in out
 
 
-def test_seeds_are_a_count_or_a_list():
-    assert reproduce.seed_list([3]) == [0, 1, 2]
-    assert reproduce.seed_list([3, 7]) == [3, 7]
+def test_seeds_are_a_count_a_list_or_ranges(capsys):
+    assert reproduce.seed_list(["3"]) == [0, 1, 2]
+    assert reproduce.seed_list(["3", "7"]) == [3, 7]
+    assert reproduce.seed_list(["4-4"]) == [4]  # one seed other than 0
+    assert reproduce.seed_list(["0-2", "5", "1"]) == [0, 1, 2, 5]
+    for bad in (["2-1"], ["x"], ["1-"], ["-1"]):
+        with pytest.raises(ValueError, match="--seeds"):
+            reproduce.seed_list(bad)
+    with pytest.raises(SystemExit) as exit:  # through argparse: a one-line usage error
+        reproduce.main(["--table", "demo", "--seeds", "3-1", "--dry-run"])
+    assert exit.value.code == 2 and "--seeds: '3-1' is neither a seed nor a range" in capsys.readouterr().err
 
 
 def test_runs_one_after_another_then_skips(table_file, tmp_path, capsys):

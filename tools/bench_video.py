@@ -7,7 +7,7 @@ Loading: training clips/s (T=16, 112x112, batch 8) of frame store + DALI, frame 
 JPEG folder + PIL DataLoader (3D-ResNets-PyTorch's loader: PIL open, crop, bilinear resize per
 frame), and the decode limit (the same clips' JPEG bytes, already in memory, decoded by DALI in a
 tight loop: whole frames, the target's denominator; and only the crop boxes, as the loader decodes).
-Clip rates are medians of 5 interleaved rounds, each figure measured in its own process (as a training
+Clip rates are medians of 9 interleaved rounds, each figure measured in its own process (as a training
 process holds one loader), ratios medians of the ratios within each round.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pipelines.views import ClipViewSet, clip_frame_indices
 from tools import preprocess_video
 from tools.synthetic_videos import write_ucf101
 
-T, BATCH, EPOCHS, CLIPS, ROUNDS = 16, 8, 2, 384, 5
+T, BATCH, EPOCHS, CLIPS, ROUNDS = 16, 8, 2, 384, 9
 PREPROCESS_RUNS = 3
 
 
@@ -50,7 +50,8 @@ def bench_video(args, workdir: Path, device) -> dict:
     frames = args.videos // 2 * 2 * args.video_frames
     result = _bench_preprocessing(args, workdir, videos, frames)
     # ROUNDS interleaved rounds, medians: on a shared machine the load drifts during a run, and a ratio
-    # of two figures taken a minute apart measures the drift. Each figure in its own process, kept for
+    # of two figures taken a minute apart measures the drift (9 rounds: single rounds of DALI / limit ranged
+    # 0.39-0.68 in one run, and a median of 5 came out 0.54 and 0.48 in two runs). Each figure in its own process, kept for
     # every round: a training process holds one loader, and with all of them in the bench's process the
     # DALI loader measured DALI / decode limit 0.49-0.53 against 0.56-0.66 alone (cause not found).
     rounds = {name: [] for name in CLIP_FIGURES}

@@ -28,6 +28,7 @@ from pipelines.datasets import procedural_video
 from pipelines.h5blocks import partial_path
 from pipelines.storage import write_atomic
 from tools import preprocess_video
+from tools.reproduce import add_seeds_argument
 
 BASE = "configs/demo/video_sskt.yaml"
 SHORT_SIDE = 32  # the procedural frames' own size: stored as rendered, not resized
@@ -101,7 +102,7 @@ def markdown_table(results: dict[str, dict[str, list[float]]], seeds: list[int])
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepare", metavar="CONFIG", help="only make CONFIG's frame store (if missing or stale)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    add_seeds_argument(parser, [0, 1], "the seeds of each row (default 0 1)")
     parser.add_argument("overrides", nargs="*", help="applied to every run, e.g. train.epochs=2")
     args = parser.parse_args(argv)
     if args.prepare:

@@ -5,7 +5,8 @@
     python -m tools.reproduce --table comparison --seeds 3 --nproc 4      (NPROC=4: each run on 4 GPUs)
     python -m tools.reproduce --table comparison --seeds 3 --slurm --nodes 2 --gpus-per-node 4   (SLURM=1)
 
-`--seeds N` means seeds 0..N-1; several values are the seeds themselves (`--seeds 3 7`).
+`--seeds N` means seeds 0..N-1; several values are the seeds themselves (`--seeds 3 7`), and
+`a-b` a range (`--seeds 3-4`; one seed k: `--seeds k-k`).
 `--cells` keeps the cells matching a pattern: a column, a row's label or "row / column",
 shell wildcards allowed (`--cells KD "linear heads/*"`).
 Runs go one after another, each `python -m engine.train --config C seed=S [cell overrides]
@@ -117,8 +118,33 @@ def config_path(config: str) -> Path:
     return Path(config) if Path(config).exists() else ROOT / config
 
 
-def seed_list(values: list[int]) -> list[int]:
-    return list(range(values[0])) if len(values) == 1 else list(values)
+def seed_list(values: list[str]) -> list[int]:
+    """--seeds, for every tool that runs or reads seeds: one number N means seeds 0..N-1; otherwise (or
+    whenever a value is a range a-b, inclusive: `3-4`; a single seed k is `k-k`) the seeds themselves."""
+    if len(values) == 1 and values[0].isdigit():
+        return list(range(int(values[0])))
+    seeds = []
+    for value in values:
+        first, dash, last = value.partition("-")
+        if not first.isdigit() or (dash and not (last.isdigit() and int(last) >= int(first))):
+            raise ValueError(f"--seeds: {value!r} is neither a seed nor a range a-b with a <= b")
+        seeds += range(int(first), int(last if dash else first) + 1)
+    return list(dict.fromkeys(seeds))  # in order, each once
+
+
+class SeedsAction(argparse.Action):
+    """`--seeds ...` parsed by seed_list; a bad value is the parser's one-line usage error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            setattr(namespace, self.dest, seed_list(values))
+        except ValueError as e:
+            parser.error(str(e))
+
+
+def add_seeds_argument(parser: argparse.ArgumentParser, default: list[int] | None, help: str) -> None:
+    parser.add_argument("--seeds", nargs="+", action=SeedsAction, default=default, metavar="SEED",
+                        help=f"{help}: N (seeds 0..N-1), the seeds themselves, or ranges a-b (one seed k: k-k)")
 
 
 def trial_root(runs_root: Path, extra: list[str]) -> Path:
@@ -364,7 +390,7 @@ def slug(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", required=True, help=f"a table name ({', '.join(table_names())}) or a YAML path")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[3], help="N (seeds 0..N-1) or the seeds themselves")
+    add_seeds_argument(parser, [0, 1, 2], "the seeds to run (default 3: 0 1 2)")
     parser.add_argument("--cells", nargs="+", default=[], metavar="PATTERN",
                         help='only these cells: a column, a row label or "row / column" (wildcards allowed)')
     parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="runs root (run.root), default runs/")
@@ -385,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = load_table(args.table)
         runs_root = trial_root(args.runs, args.overrides)
-        jobs = plan(table, seed_list(args.seeds), runs_root, args.cells, args.overrides)
+        jobs = plan(table, args.seeds, runs_root, args.cells, args.overrides)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

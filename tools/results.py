@@ -46,7 +46,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pipelines.storage import write_atomic  # noqa: E402
-from tools.reproduce import DEFAULT_RUNS, seed_list, slug, trial_root, with_prerequisites  # noqa: E402
+from tools.reproduce import DEFAULT_RUNS, add_seeds_argument, slug, trial_root, with_prerequisites  # noqa: E402
 from tools.tables import Cell, Row, Table, TableError, load_table, table_names  # noqa: E402
 
 MISSING = "missing"
@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="append", help=f"a table ({', '.join(table_names())}); default: all")
     parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="where the run folders are (default runs/)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="where tables and plots go")
-    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds: N (0..N-1) or the seeds themselves")
+    add_seeds_argument(parser, None, "only these seeds (default: every seed found)")
     parser.add_argument("--readme", type=Path, help="also replace each table's marked section of this file")
     parser.add_argument("overrides", nargs="*", help="the overrides tools.reproduce ran a trial with (its runs root)")
     args = parser.parse_args(argv)
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tables = [load_table(name) for name in (args.table or table_names())]
         for table in tables:
-            written = write_results(table, runs_root, args.out, args.seeds and seed_list(args.seeds),
+            written = write_results(table, runs_root, args.out, args.seeds,
                                     args.readme, tuple(args.overrides))
             print(written["markdown"].read_text())
             print(f"written: {', '.join(str(p) for p in written.values())}\n")
