@@ -6,10 +6,12 @@ Only that it runs and reports every figure is checked here; the figures themselv
 from __future__ import annotations
 
 import argparse
+import json
 
 from accelerate import Accelerator
 
-from tools.bench import bench_training
+from tools.bench import bench_training, main
+from tools.bench_video import CLIP_FIGURES
 
 
 def test_training_bench_runs_every_setting(tmp_path):
@@ -21,3 +23,16 @@ def test_training_bench_runs_every_setting(tmp_path):
     for layouts in result["layouts"].values():  # both settings, both layouts, and their ratio
         assert set(layouts["median_images_per_s"]) == {"nchw", "channels_last"}
         assert layouts["channels_last_over_nchw"] > 0
+
+
+def test_video_bench_reports_every_figure(tmp_path, capsys):
+    """The video part end to end on four tiny videos (two train in split 1), one short round: every clip figure and ratio comes back."""
+    out = tmp_path / "results.json"
+    assert main(["--only", "video", "--videos", "4", "--video-frames", "20", "--workers", "1", "--clips", "8",
+                 "--clip-rounds", "1", "--out", str(out)]) == 0
+    video = json.loads(out.read_text())["video"]
+    assert set(video["train_clips_per_s"]) == set(CLIP_FIGURES)
+    assert all(len(rates) == 1 and rates[0] > 0 for rates in video["train_clips_per_s_rounds"].values())
+    assert all(video[k] > 0 for k in ("dali_over_jpeg_folder", "dali_over_decode_limit", "store_over_ffmpeg_frames_per_s"))
+    assert video["frames"] == 80 and video["bytes"]["frame_store_jpeg_per_frame"] > 0
+    assert "clips/s" in capsys.readouterr().out

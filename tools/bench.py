@@ -216,6 +216,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--videos", type=int, default=16, help="synthetic 320x240 MPEG-4 AVIs for the video part")
     parser.add_argument("--video-frames", type=int, default=100)
+    parser.add_argument("--clips", type=int, default=384, help="video part: clips per epoch (48 batches of 8)")
+    parser.add_argument("--clip-rounds", type=int, default=9, help="video part: interleaved rounds of every clip figure")
     parser.add_argument("--clip-batch", type=int, default=2, help="3D SSKT part: clips per step (CPU: keep it small)")
     parser.add_argument("--clip-steps", type=int, default=2, help="3D SSKT part: timed steps per setting")
     parser.add_argument("--only", choices=("video", "video3d"), help="run one part only (default: all)")

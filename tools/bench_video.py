@@ -39,7 +39,7 @@ from pipelines.views import ClipViewSet, clip_frame_indices
 from tools import preprocess_video
 from tools.synthetic_videos import write_ucf101
 
-T, BATCH, EPOCHS, CLIPS, ROUNDS = 16, 8, 2, 384, 9
+T, BATCH, EPOCHS = 16, 8, 2  # clips per epoch and rounds: `make bench`'s --clips and --clip-rounds
 PREPROCESS_RUNS = 3
 
 
@@ -49,14 +49,14 @@ def bench_video(args, workdir: Path, device) -> dict:
                           size=(320, 240))
     frames = args.videos // 2 * 2 * args.video_frames
     result = _bench_preprocessing(args, workdir, videos, frames)
-    # ROUNDS interleaved rounds, medians: on a shared machine the load drifts during a run, and a ratio
+    # args.clip_rounds interleaved rounds, medians: on a shared machine the load drifts during a run, and a ratio
     # of two figures taken a minute apart measures the drift (9 rounds: single rounds of DALI / limit ranged
     # 0.39-0.68 in one run, and a median of 5 came out 0.54 and 0.48 in two runs). Each figure in its own process, kept for
     # every round: a training process holds one loader, and with all of them in the bench's process the
     # DALI loader measured DALI / decode limit 0.49-0.53 against 0.56-0.66 alone (cause not found).
     rounds = {name: [] for name in CLIP_FIGURES}
-    with _ClipTimers(workdir, args.workers, device) as timers:
-        for _ in range(ROUNDS):
+    with _ClipTimers(workdir, args.workers, device, args.clips) as timers:
+        for _ in range(args.clip_rounds):
             for name in CLIP_FIGURES:
                 rounds[name].append(timers.time(name))
     dali = np.asarray(rounds["frame_store_dali"])
@@ -71,14 +71,14 @@ def bench_video(args, workdir: Path, device) -> dict:
 CLIP_FIGURES = ("frame_store_dali", "frame_store_torch", "jpeg_folder_pil", "decode_limit_dali", "decode_limit_dali_crops")
 
 
-def _clip_setup(workdir: Path):
+def _clip_setup(workdir: Path, clips: int):
     """The preprocessed bench videos as a training set, its clip views and its plan."""
     videos_set = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=workdir, split=1), "train")
-    # The videos repeated to CLIPS samples: epochs of 48 batches. A loader refills its pipeline at every
-    # epoch start; real epochs are long (UCF-101: ~1,200 batches of 8) and amortise that, where 12-batch
-    # epochs (96 clips) made it ~12 % of the DALI loader's time (DALI / decode limit 0.50 against 0.57
-    # at 384 clips, the same run, medians of 6 interleaved rounds)
-    repeat = -(-CLIPS // len(videos_set))
+    # The videos repeated to `clips` samples (default 384: epochs of 48 batches). A loader refills its
+    # pipeline at every epoch start; real epochs are long (UCF-101: ~1,200 batches of 8) and amortise
+    # that, where 12-batch epochs (96 clips) made it ~12 % of the DALI loader's time (DALI / decode
+    # limit 0.50 against 0.57 at 384 clips, the same run, medians of 6 interleaved rounds)
+    repeat = -(-clips // len(videos_set))
     videos_set = dataclasses.replace(videos_set, rows=np.tile(videos_set.rows, repeat),
                                      labels=np.tile(videos_set.labels, repeat),
                                      frame_counts=np.tile(videos_set.frame_counts, repeat))
@@ -86,12 +86,12 @@ def _clip_setup(workdir: Path):
     return videos_set, views, ClipPlan(tuple(videos_set.frame_counts.tolist()), T, BATCH, True, views.count)
 
 
-def _clip_timer(conn, name: str, workdir: Path, workers: int, device: str) -> None:
+def _clip_timer(conn, name: str, workdir: Path, workers: int, device: str, clips: int) -> None:
     """In its own (spawned) process: one of CLIP_FIGURES, measured each time the bench asks."""
     # A spawned process would also spawn its loaders' workers (the reference loader's, started every
     # epoch, ran at 62 instead of 136 clips/s): start them as a training process on Linux does
     multiprocessing.set_start_method("fork", force=True)
-    videos_set, views, plan = _clip_setup(workdir)
+    videos_set, views, plan = _clip_setup(workdir, clips)
     device = torch.device(device)
     loader = None
     if name.startswith("decode_limit"):
@@ -111,8 +111,8 @@ def _clip_timer(conn, name: str, workdir: Path, workers: int, device: str) -> No
 class _ClipTimers:
     """One process per figure (not daemonic: loaders start worker processes of their own)."""
 
-    def __init__(self, workdir: Path, workers: int, device):
-        self.args = (workdir, workers, str(device))
+    def __init__(self, workdir: Path, workers: int, device, clips: int):
+        self.args = (workdir, workers, str(device), clips)
 
     def __enter__(self):
         context = multiprocessing.get_context("spawn")  # no HDF5 handle or CUDA context inherited
