@@ -49,11 +49,11 @@ def bench_video(args, workdir: Path, device) -> dict:
                           size=(320, 240))
     frames = args.videos // 2 * 2 * args.video_frames
     result = _bench_preprocessing(args, workdir, videos, frames)
-    # args.clip_rounds interleaved rounds, medians: on a shared machine the load drifts during a run, and a ratio
-    # of two figures taken a minute apart measures the drift (9 rounds: single rounds of DALI / limit ranged
-    # 0.39-0.68 in one run, and a median of 5 came out 0.54 and 0.48 in two runs). Each figure in its own process, kept for
-    # every round: a training process holds one loader, and with all of them in the bench's process the
-    # DALI loader measured DALI / decode limit 0.49-0.53 against 0.56-0.66 alone (cause not found).
+    # args.clip_rounds interleaved rounds (default 9), medians: on a shared machine the load drifts during
+    # a run, and a ratio of two figures taken a minute apart measures the drift; single rounds of DALI /
+    # limit ranged 0.39-0.68 in one run, and medians of 5 came out 0.54 and 0.48 in two. Each figure in
+    # its own process, kept for every round: a training process holds one loader, and with all of them in
+    # the bench's process DALI / decode limit measured 0.49-0.53 against 0.56-0.66 alone (cause not found).
     rounds = {name: [] for name in CLIP_FIGURES}
     with _ClipTimers(workdir, args.workers, device, args.clips) as timers:
         for _ in range(args.clip_rounds):
