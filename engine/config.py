@@ -37,7 +37,8 @@ class DataConfig(Strict):
     image_size: PositiveInt | None = None  # base size for file data sets (VOC); arrays keep their own
     pad: NonNegativeInt = 4  # views are pad-`pad` crops x flips of the base image
     views: PositiveInt = 162  # K views per training sample (2 = original + mirror; 162 = every pad-4 crop x flip)
-    loader: Annotated[str, registered(LOADERS, "loader")] = "auto"  # pipelines.loaders.LOADERS; auto: choose_loader
+    # pipelines.loaders.LOADERS; auto: choose_loader (images), choose_clip_loader (clips)
+    loader: Annotated[str, registered(LOADERS, "loader")] = "auto"
     workers: NonNegativeInt = 2
     batch_size: PositiveInt = 128  # global batch, split across processes (a multiple of their count)
     eval_batch_size: PositiveInt = 256

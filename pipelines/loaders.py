@@ -16,6 +16,7 @@ the training device, so a loader moves a quarter of the bytes and spends no CPU 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
@@ -40,7 +41,27 @@ def choose_loader(images: ImageSet, device: torch.device) -> str:
     is one, and on a CPU the torch DataLoader's workers kept up with DALI's CPU decoder."""
     if images.images is not None:
         return "resident"
-    return "dali" if torch.device(device).type == "cuda" else "torch"
+    return "dali" if torch.device(device).type == "cuda" and dali_installed() else "torch"
+
+
+def choose_clip_loader() -> str:
+    """`data.loader: auto` for clips: DALI, which `make bench` measured ~1.9x the torch clip loader even
+    on a 2-core CPU (nvJPEG on a GPU), where it is installed."""
+    return "dali" if dali_installed() else "torch"
+
+
+def dali_installed() -> bool:
+    """NVIDIA DALI has Linux wheels only: without it `auto` takes the torch loaders (one line says so)."""
+    if importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None:
+        if not _said_no_dali:
+            _said_no_dali.append(True)
+            print("data.loader auto: NVIDIA DALI is not installed, so the torch loaders "
+                  "(pip install nvidia-dali-cuda130 for DALI's loaders)", flush=True)
+        return False
+    return True
+
+
+_said_no_dali: list[bool] = []  # the line above, once per process
 
 
 def build_loader(kind: str, images: ImageSet, view_set: ViewSet, plan: PlanFn, device: torch.device,
@@ -81,10 +102,12 @@ def _auto_images(images: ImageSet, view_set: ViewSet, plan: PlanFn, device: torc
     return LOADERS[choose_loader(images, device)].images(images, view_set, plan, device, workers=workers)
 
 
+def _auto_clips(videos, clip_views, plan: PlanFn, device: torch.device, workers: int = 2) -> Loader:
+    return LOADERS[choose_clip_loader()].clips(videos, clip_views, plan, device, workers=workers)
+
+
 LOADERS: dict[str, LoaderKind] = {
-    # auto: images by choose_loader; clips with DALI, which `make bench` measured at least as fast as
-    # torch even on a 2-core CPU (nvJPEG on a GPU)
-    "auto": LoaderKind(_auto_images, _imported("pipelines.dali_clips", "DaliClipLoader")),
+    "auto": LoaderKind(_auto_images, _auto_clips),  # choose_loader, choose_clip_loader
     "resident": LoaderKind(_imported("pipelines.resident", "ResidentLoader"),
                            no_clips="it holds in-memory image arrays, and clips are read from a frame store"),
     "torch": LoaderKind(_imported("pipelines.torch_loaders", "TorchLoader"),

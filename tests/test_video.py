@@ -400,6 +400,24 @@ def test_video_readers_errors_and_auto_loader(train_set, tmp_path):
         build_clip_loader("resident", train_set, VIEWS, plan, CPU)
 
 
+def test_auto_takes_the_torch_loaders_where_dali_is_not_installed(train_set, monkeypatch, capsys):
+    """DALI has Linux wheels only (and the GPU image here lacks it): `auto` falls back to torch, saying so once."""
+    import importlib.util
+    from pipelines import loaders
+    from pipelines.torch_clips import TorchClipLoader
+    find_spec = importlib.util.find_spec
+    no_nvidia = lambda name, *args: None if name.startswith("nvidia") else find_spec(name, *args)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", no_nvidia)
+    monkeypatch.setattr(loaders, "_said_no_dali", [])
+    plan = ClipPlan(tuple(train_set.frame_counts.tolist()), T, 2)
+    assert isinstance(build_clip_loader("auto", train_set, VIEWS, plan, CPU, workers=0), TorchClipLoader)
+    files = types.SimpleNamespace(images=None)  # an image set of encoded files
+    assert loaders.choose_loader(files, torch.device("cuda")) == "torch"
+    assert capsys.readouterr().out.count("NVIDIA DALI is not installed, so the torch loaders") == 1
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert loaders.choose_loader(files, torch.device("cuda")) == "dali" and loaders.choose_clip_loader() == "dali"
+
+
 @pytest.mark.parametrize("crop", [38, 45, 64, 90, 128])
 def test_mirroring_commutes_exactly_with_the_clip_resize(crop):
     """The DALI clip loader mirrors the crops before resize_clip, render_clip after it: the same pixels."""
