@@ -15,6 +15,7 @@ the training device, so a loader moves a quarter of the bytes and spends no CPU 
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from contextlib import contextmanager
@@ -50,18 +51,14 @@ def choose_clip_loader() -> str:
     return "dali" if dali_installed() else "torch"
 
 
+@functools.cache  # once per process: what is installed does not change, and the line is said once
 def dali_installed() -> bool:
     """NVIDIA DALI has Linux wheels only: without it `auto` takes the torch loaders (one line says so)."""
     if importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None:
-        if not _said_no_dali:
-            _said_no_dali.append(True)
-            print("data.loader auto: NVIDIA DALI is not installed, so the torch loaders "
-                  "(pip install nvidia-dali-cuda130 for DALI's loaders)", flush=True)
+        print("data.loader auto: NVIDIA DALI is not installed, so the torch loaders "
+              "(pip install nvidia-dali-cuda130 for DALI's loaders)", flush=True)
         return False
     return True
-
-
-_said_no_dali: list[bool] = []  # the line above, once per process
 
 
 def build_loader(kind: str, images: ImageSet, view_set: ViewSet, plan: PlanFn, device: torch.device,

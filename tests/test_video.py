@@ -400,7 +400,7 @@ def test_video_readers_errors_and_auto_loader(train_set, tmp_path):
         build_clip_loader("resident", train_set, VIEWS, plan, CPU)
 
 
-def test_auto_takes_the_torch_loaders_where_dali_is_not_installed(train_set, monkeypatch, capsys):
+def test_auto_takes_the_torch_loaders_where_dali_is_not_installed(train_set, monkeypatch, capsys, request):
     """DALI has Linux wheels only (and the GPU image here lacks it): `auto` falls back to torch, saying so once."""
     import importlib.util
     from pipelines import loaders
@@ -408,13 +408,15 @@ def test_auto_takes_the_torch_loaders_where_dali_is_not_installed(train_set, mon
     find_spec = importlib.util.find_spec
     no_nvidia = lambda name, *args: None if name.startswith("nvidia") else find_spec(name, *args)  # noqa: E731
     monkeypatch.setattr(importlib.util, "find_spec", no_nvidia)
-    monkeypatch.setattr(loaders, "_said_no_dali", [])
+    loaders.dali_installed.cache_clear()
+    request.addfinalizer(loaders.dali_installed.cache_clear)  # the rest of the suite sees DALI again, even on failure
     plan = ClipPlan(tuple(train_set.frame_counts.tolist()), T, 2)
     assert isinstance(build_clip_loader("auto", train_set, VIEWS, plan, CPU, workers=0), TorchClipLoader)
     files = types.SimpleNamespace(images=None)  # an image set of encoded files
     assert loaders.choose_loader(files, torch.device("cuda")) == "torch"
     assert capsys.readouterr().out.count("NVIDIA DALI is not installed, so the torch loaders") == 1
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    loaders.dali_installed.cache_clear()
     assert loaders.choose_loader(files, torch.device("cuda")) == "dali" and loaders.choose_clip_loader() == "dali"
 
 
