@@ -130,6 +130,8 @@ def open_cached_source(source, images: ImageSet, view_set: ViewSet, cache_cfg, m
     """
     if mode not in ("auto", "required", "rebuild"):
         raise ValueError(f"cache mode must be auto, required or rebuild (off is a live source), got {mode!r}")
+    if len(images) == 0:
+        raise ValueError(f"source '{source.name}': nothing to cache, the {images.name} {images.split} split is empty")
     spec = cache_spec(source, images, view_set, cache_cfg.root)
     with _build_lock(spec, accelerator):
         built = _on_main(accelerator, lambda: _decide(spec, mode)) == "build"

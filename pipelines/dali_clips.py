@@ -114,7 +114,9 @@ class DaliClipLoader:
     def _build(self, workers: int):
         gpu = self.device.type == "cuda"
         device_id = (self.device.index if self.device.index is not None else torch.cuda.current_device()) if gpu else None
-        start_method = "spawn" if gpu and torch.cuda.is_initialized() else "fork"
+        # DALI refuses to fork its Python workers once this process has a CUDA context, whichever device the
+        # pipeline runs on (a CPU pipeline built after GPU work, as in gpu-check): spawn them then (slower start).
+        start_method = "spawn" if torch.cuda.is_initialized() else "fork"
         pipe = Pipeline(batch_size=self.max_batch * self.plan.length, num_threads=max(1, workers),
                         device_id=device_id, prefetch_queue_depth=PREFETCH, seed=0, py_num_workers=max(1, workers),
                         py_start_method=start_method)

@@ -10,7 +10,9 @@ import json
 
 from accelerate import Accelerator
 
-from tools.bench import bench_training, main
+import pytest
+
+from tools.bench import PARTS, bench_training, main, parts_list
 from tools.bench_video import CLIP_FIGURES
 
 
@@ -38,3 +40,11 @@ def test_video_bench_reports_every_figure(tmp_path, capsys):
     assert all(video[ratio] > 0 for ratio in ratios)
     assert video["frames"] == 80 and video["bytes"]["frame_store_jpeg_per_frame"] > 0
     assert "clips/s" in capsys.readouterr().out
+
+
+def test_only_takes_a_comma_list_of_parts():
+    assert parts_list("training, video3d") == ("training", "video3d")
+    assert parts_list("loaders") == ("loaders",)
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown bench part.*'gpu'.*choose from training"):
+        parts_list("training,gpu")
+    assert set(PARTS) == {"training", "loaders", "video", "video3d"}

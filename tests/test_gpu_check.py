@@ -57,3 +57,16 @@ def test_training_cache_and_dali_checks_run_on_the_cpu(tmp_path):
 def test_distributed_worker_all_reduces_across_processes():
     result = gpu_check.run_distributed(2, "gloo")  # the NCCL check's code, on CPU processes
     assert result["all_reduce_bus_gb_s"] > 0 and "sync_bn_max_diff" not in result
+
+
+def test_only_selects_checks_by_words_in_their_names():
+    assert [name for name, _ in gpu_check.selected_checks("dali")] == ["DALI mixed JPEG decoding", "DALI clips on the GPU"]
+    assert [name for name, _ in gpu_check.selected_checks("BF16, cache")] == ["bf16 autocast training",
+                                                                             "source cache on the GPU"]
+    assert len(gpu_check.selected_checks("")) == len(gpu_check.CHECKS)
+    try:
+        gpu_check.selected_checks("tpu")
+    except SystemExit as e:
+        assert "'tpu' names none of" in str(e)
+    else:
+        raise AssertionError("an --only that names no check must stop with a message")

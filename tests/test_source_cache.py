@@ -1,6 +1,7 @@
 """Source-output cache: exactly the view the target sees, reused without the source, never stale, resumable."""
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import json
 import os
@@ -305,3 +306,10 @@ def test_tool_builds_the_same_file_with_one_or_two_processes(workdir, weights, i
     assert filecmp.cmp(a, b, shallow=False)
     AcceleratorState._reset_state(reset_partial_state=True)
     assert cache_sources.main(["--config", str(config), "--check"]) == 0
+
+
+def test_an_empty_split_is_named_not_divided_by(workdir, images, source):
+    empty = dataclasses.replace(images, labels=images.labels[:0], images=images.images[:0])
+    with pytest.raises(ValueError, match=r"source 'obj': nothing to cache, the procedural train split is empty"):
+        open_counted(source, empty, workdir / "empty")
+    assert not (workdir / "empty").exists() or not any((workdir / "empty").iterdir())

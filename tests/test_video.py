@@ -321,9 +321,13 @@ def test_clip_is_one_crop_and_flip_of_consecutive_frames(train_set):
     assert VIEWS.crop_box(19, 48, 64) == (24, 8, 64, 48) and VIEWS.flip(19)  # scale 2^-1/4, bottom right
 
 
-def test_dali_and_torch_clip_loaders_agree(train_set):
+@pytest.mark.parametrize("cuda_started", [False, True], ids=["fork", "spawn"])
+def test_dali_and_torch_clip_loaders_agree(train_set, cuda_started, monkeypatch):
+    """Also with spawned DALI workers: a process with a CUDA context (faked here) cannot fork them."""
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: cuda_started)
     plan = ClipPlan(tuple(train_set.frame_counts.tolist()), T, batch_size=3, train=True, view_count=VIEWS.count)
     dali = build_clip_loader("dali", train_set, VIEWS, plan, CPU, workers=2)
+    assert dali.pipe.py_start_method == ("spawn" if cuda_started else "fork")
     torch_loader = build_clip_loader("torch", train_set, VIEWS, plan, CPU, workers=0)
     for epoch in (0, 3):  # a later epoch: the workers follow the epoch the loader announces
         got, want = list(dali.epoch(epoch)), list(torch_loader.epoch(epoch))

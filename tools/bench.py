@@ -1,6 +1,6 @@
 """Throughput benchmarks, every figure measured in this one run on this machine.
 
-    python -m tools.bench [--steps 8] [--batch 64]        (make bench)
+    python -m tools.bench [--steps 8] [--batch 64] [--only training,loaders,video,video3d]   (make bench)
 
 1. Training images/s of one SSKT config (CIFAR ResNet-20 + transfer modules, two
    ResNet-50 sources on 7/3-upsampled 32x32 images) with the sources' outputs
@@ -13,13 +13,14 @@
 2. Cache build time and size for those two sources.
 3. Loader images/s: DALI vs PyTorch DataLoader (vs device-resident) for
    CIFAR-like arrays and for VOC-like JPEG files.
-4. Video (`--only video` runs just this part): preprocessing frames/s of tools/preprocess_video.py
+4. Video: preprocessing frames/s of tools/preprocess_video.py
    vs the reference's ffmpeg command line (JPEG folders), same 320x240 MPEG-4 AVIs, same worker
    count, and the bytes each writes; training clips/s (16x112x112) of frame store + DALI, frame
    store + torch, JPEG folder + PIL DataLoader (the reference), and the decode limit.
-5. 3D SSKT (`--only video3d`): training clips/s of 3D ResNet-18 + 3D transfer modules with the
+5. 3D SSKT: training clips/s of 3D ResNet-18 + 3D transfer modules with the
    sources live vs per-frame cache vs cache in memory (tools/bench_video3d.py).
 
+Parts, for `--only` (comma-separated): training (1 and 2), loaders (3), video (4), video3d (5).
 Weights are random (no download here): speed does not depend on their values.
 Results: a table on stdout and bench/results.json.
 """
@@ -54,6 +55,15 @@ from pipelines.plan import eval_plan, train_plan
 from pipelines.views import ViewSet
 
 SOURCE_NAMES = ("imagenet", "places365")
+PARTS = ("training", "loaders", "video", "video3d")
+
+
+def parts_list(text: str) -> tuple[str, ...]:
+    parts = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"unknown bench part(s) {unknown or [text]}: choose from {', '.join(PARTS)}")
+    return parts
 
 
 def make_sources(folder: Path) -> list:
@@ -104,7 +114,7 @@ def bench_training(args, workdir: Path, accelerator) -> dict:
               for s in sources}
     build_seconds = time.perf_counter() - started
     cache_bytes = sum(p.path.stat().st_size for p in cached.values())
-    in_memory = {name: _memory_table(p) for name, p in cached.items()}
+    in_memory = {name: _memory_table(p, accelerator.device) for name, p in cached.items()}
 
     live = {s.name: LiveSource(s.to(accelerator.device), accelerator.autocast) for s in sources}
     results = {  # in the layout train.channels_last: auto gives a 2D target
@@ -134,10 +144,10 @@ def bench_training(args, workdir: Path, accelerator) -> dict:
     }
 
 
-def _memory_table(cached):
+def _memory_table(cached, device):
     """The limit: the same outputs as a plain [N, K, C] tensor in memory, indexed directly."""
     with h5py.File(cached.path, "r") as f:
-        table = torch.from_numpy(f["outputs"][()])
+        table = torch.from_numpy(f["outputs"][()]).to(device)
 
     def lookup(batch):
         return table[batch["index"], batch["view"]].float()
@@ -178,6 +188,20 @@ def bench_loaders(args, workdir: Path, device) -> dict:
 
 
 def print_report(report: dict) -> None:
+    """Each part's table, for the parts this run measured."""
+    if "training" in report:
+        print_training_report(report)
+    if "loaders" in report:
+        print_loaders_report(report)
+    if "video" in report:
+        from tools.bench_video import print_video_report
+        print_video_report(report["video"])
+    if "video3d" in report:
+        from tools.bench_video3d import print_video3d_report
+        print_video3d_report(report["video3d"])
+
+
+def print_training_report(report: dict) -> None:
     t = report["training"]
     ips = t["images_per_s"]
     print(f"\nSSKT training, ResNet-20 + 2 transfer modules, two ResNet-50 sources on 74x74 inputs "
@@ -197,6 +221,9 @@ def print_report(report: dict) -> None:
     c = t["cache"]
     print(f"cache build: {c['samples']} samples x {c['views']} views x 2 sources in {c['build_seconds']:.1f} s "
           f"({c['forwards_per_s']:.0f} source forwards/s), {c['bytes'] / 2**20:.2f} MiB")
+
+
+def print_loaders_report(report: dict) -> None:
     print("\n| loader images/s | " + " | ".join(report["loaders"]) + " |\n|---|---|---|")
     for kind in ("torch", "resident", "dali"):
         cells = [f"{report['loaders'][d][kind]:.0f}" if kind in report["loaders"][d] else "n/a" for d in report["loaders"]]
@@ -220,7 +247,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clip-rounds", type=int, default=9, help="video part: interleaved rounds of every clip figure")
     parser.add_argument("--clip-batch", type=int, default=2, help="3D SSKT part: clips per step (CPU: keep it small)")
     parser.add_argument("--clip-steps", type=int, default=2, help="3D SSKT part: timed steps per setting")
-    parser.add_argument("--only", choices=("video", "video3d"), help="run one part only (default: all)")
+    parser.add_argument("--only", type=parts_list, default=PARTS,
+                        help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all)")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: a new dated bench/results-<time>.json; --out bench/results.json updates the tracked one")
     args = parser.parse_args(argv)
@@ -230,25 +258,21 @@ def main(argv=None) -> int:
         workdir = Path(tmp)
         report = {"device": str(accelerator.device), "machine": platform.processor() or platform.machine(),
                   "torch_threads": torch.get_num_threads(), "batch": args.batch, "steps": args.steps}
-        if args.only is None:
+        if "training" in args.only:
             report["training"] = bench_training(args, workdir, accelerator)
+        if "loaders" in args.only:
             report["loaders"] = bench_loaders(args, workdir, accelerator.device)
-        from tools.bench_video import bench_video, print_video_report
-        from tools.bench_video3d import bench_video3d, print_video3d_report
-        if args.only in (None, "video"):
+        if "video" in args.only:  # imported here: its ffmpeg baseline needs imageio-ffmpeg, the other parts do not
+            from tools.bench_video import bench_video
             report["video"] = bench_video(args, workdir / "video", accelerator.device)
-        if args.only in (None, "video3d"):
+        if "video3d" in args.only:
+            from tools.bench_video3d import bench_video3d
             report["video3d"] = bench_video3d(args, workdir / "video3d", accelerator)
     report["provenance"] = provenance(accelerator.device)  # the header summary.json carries too
-    if args.only is None:
-        print_report(report)
-    if "video" in report:
-        print_video_report(report["video"])
-    if "video3d" in report:
-        print_video3d_report(report["video3d"])
+    print_report(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.only and args.out.exists():  # keep the other parts' figures from the last full run
-        report = {**json.loads(args.out.read_text()), args.only: report[args.only]}
+    if args.only != PARTS and args.out.exists():  # keep the other parts' figures from the last full run
+        report = {**json.loads(args.out.read_text()), **{part: report[part] for part in args.only}}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {args.out}")
     return 0

@@ -59,7 +59,7 @@ def time_clips(accelerator, cfg: Config, train_set, test_set) -> float:
 def bench_video3d(args, workdir: Path, accelerator) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     # split 1 trains on groups 2.., so per_class groups give (per_class - 1) * 2 training videos
-    write_ucf101(workdir / "UCF-101", ["Alpha", "Beta"], per_class=args.clip_batch * args.clip_steps // 2 + 1,
+    write_ucf101(workdir / "UCF-101", ["Alpha", "Beta"], per_class=-(-args.clip_batch * args.clip_steps // 2) + 1,
                  frames=48, size=(160, 120))
     preprocess_video.main(["--dataset", "ucf101", "--root", str(workdir / "UCF-101"), "--out",
                            str(workdir / "ucf101.h5"), "--workers", str(args.workers), "--no-progress"])

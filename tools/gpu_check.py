@@ -1,6 +1,6 @@
 """Exercise the GPU-only paths on tiny data and print one table: path, ok/failed, figure.
 
-    python -m tools.gpu_check [--steps 20] [--batch 128]        (make gpu-check)
+    python -m tools.gpu_check [--steps 20] [--batch 128] [--only dali,cache]        (make gpu-check)
 
 On a machine with a CUDA GPU, in a couple of minutes:
   - DALI `mixed` decoding: JPEG files decoded by nvJPEG on the GPU (the `dali` loader on
@@ -332,6 +332,14 @@ CHECKS = [
 
 # ---------------------------------------------------------------- running and reporting
 
+def selected_checks(only: str) -> list:
+    words = [word.strip().lower() for word in only.split(",") if word.strip()]
+    checks = [(name, check) for name, check in CHECKS if not words or any(word in name.lower() for word in words)]
+    if not checks:
+        raise SystemExit(f"gpu-check: --only {only!r} names none of: {'; '.join(name for name, _ in CHECKS)}")
+    return checks
+
+
 def run_checks(checks, device: torch.device, args) -> list[tuple[str, str, str]]:
     """(path, ok | failed | skipped, figure or the reason) for each check, each in its own scratch folder."""
     rows = []
@@ -364,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per setting")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--jpegs", type=int, default=256, help="JPEG files decoded by DALI")
+    parser.add_argument("--only", default="", help="comma-separated words: run the checks whose names contain one "
+                                                   "(case-insensitive), e.g. 'dali,autocast'")
     parser.add_argument("--verbose", action="store_true", help="print the traceback of a failed check")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -373,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda", 0)
     print(f"gpu-check on {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}, torch {torch.__version__}, "
           f"CUDA {torch.version.cuda}")
-    rows = run_checks(CHECKS, device, args)
+    rows = run_checks(selected_checks(args.only), device, args)
     print("\n" + table(rows))
     return 1 if any(status == "failed" for _, status, _ in rows) else 0
 
