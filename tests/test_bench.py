@@ -48,3 +48,12 @@ def test_only_takes_a_comma_list_of_parts():
     with pytest.raises(argparse.ArgumentTypeError, match="unknown bench part.*'gpu'.*choose from training"):
         parts_list("training,gpu")
     assert set(PARTS) == {"training", "loaders", "video", "video3d"}
+
+
+def test_sizes_default_by_device_and_given_ones_stay():
+    from tools.bench import sized_for_device
+    given = argparse.Namespace(steps=3, batch=None, workers=None, clip_batch=None, clip_steps=None)
+    cpu = sized_for_device(argparse.Namespace(**vars(given)), gpu=False)
+    gpu = sized_for_device(argparse.Namespace(**vars(given)), gpu=True)
+    assert (cpu.steps, cpu.batch, cpu.workers, cpu.clip_batch, cpu.clip_steps) == (3, 64, 2, 2, 2)
+    assert (gpu.steps, gpu.batch, gpu.workers, gpu.clip_batch, gpu.clip_steps) == (3, 128, 8, 8, 10)

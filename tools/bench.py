@@ -2,6 +2,8 @@
 
     python -m tools.bench [--steps 8] [--batch 64] [--only training,loaders,video,video3d]   (make bench)
 
+Sizes (steps, batch, workers, clips per 3D step) default to the device's: small on a CPU, larger on a GPU.
+
 1. Training images/s of one SSKT config (CIFAR ResNet-20 + transfer modules, two
    ResNet-50 sources on 7/3-upsampled 32x32 images) with the sources' outputs
    - live: both sources run every step (`source.cache: off`, the reference);
@@ -233,25 +235,38 @@ def print_loaders_report(report: dict) -> None:
               f"({max(rates.values()) / rates['torch']:.1f}x the torch DataLoader)")
 
 
+# Workload sizes, (CPU, GPU). The CPU ones keep `make bench` to ~7 min on 2 cores; on a GPU such steps
+# are launch-bound and the sources' share vanishes, so a GPU gets the sizes used on an H100 (bench/gpu-h100.json).
+SIZES = {"steps": (8, 30), "batch": (64, 128), "workers": (2, 8), "clip_batch": (2, 8), "clip_steps": (2, 10)}
+
+
+def sized_for_device(args: argparse.Namespace, gpu: bool) -> argparse.Namespace:
+    """Fill the sizes not given on the command line with this device's defaults."""
+    for name, defaults in SIZES.items():
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[gpu])
+    return args
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps per setting")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, help="timed training steps per setting (default: 8; GPU 30)")
+    parser.add_argument("--batch", type=int, help="default: 64; GPU 128")
     parser.add_argument("--layout-repeats", type=int, default=5, help="rounds of NCHW vs channels_last")
     parser.add_argument("--array-samples", type=int, default=10000)
     parser.add_argument("--jpeg-samples", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, help="loader and preprocessing workers (default: 2; GPU 8)")
     parser.add_argument("--videos", type=int, default=16, help="synthetic 320x240 MPEG-4 AVIs for the video part")
     parser.add_argument("--video-frames", type=int, default=100)
     parser.add_argument("--clips", type=int, default=384, help="video part: clips per epoch (48 batches of 8)")
     parser.add_argument("--clip-rounds", type=int, default=9, help="video part: interleaved rounds of every clip figure")
-    parser.add_argument("--clip-batch", type=int, default=2, help="3D SSKT part: clips per step (CPU: keep it small)")
-    parser.add_argument("--clip-steps", type=int, default=2, help="3D SSKT part: timed steps per setting")
+    parser.add_argument("--clip-batch", type=int, help="3D SSKT part: clips per step (default: 2; GPU 8)")
+    parser.add_argument("--clip-steps", type=int, help="3D SSKT part: timed steps per setting (default: 2; GPU 10)")
     parser.add_argument("--only", type=parts_list, default=PARTS,
                         help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all)")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: a new dated bench/results-<time>.json; --out bench/results.json updates the tracked one")
-    args = parser.parse_args(argv)
+    args = sized_for_device(parser.parse_args(argv), torch.cuda.is_available())
     args.out = args.out or dated_path(Path("bench/results.json"))
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     with tempfile.TemporaryDirectory() as tmp:
