@@ -1,13 +1,14 @@
 # The commands people use. Each one installs what it needs first.
 #   make train [CONFIG=configs/...yaml] [ARGS="train.epochs=2 ..."] [NPROC=n]
-#   make reproduce TABLE=comparison|maxl|demo SEEDS=3 [CELLS=...] [NPROC=n] [PRINT=1] [SLURM=1 NODES=2 GPUS=4]
-#   make results [TABLE=...] [README=1]      make demo [SEEDS=...] [CELLS=...] [ARGS=...]      make gpu-check
+#   make reproduce TABLE=comparison|maxl|demo SEEDS=3 [CELLS=...] [NPROC=n | JOBS=n] [PRINT=1] [SLURM=1 NODES=2 GPUS=4]
+#   make results [TABLE=...] [README=1]      make demo [SEEDS=...] [CELLS=...] [JOBS=n] [ARGS=...]      make gpu-check
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 CONFIG  ?= configs/demo/sskt.yaml
 ARGS    ?=
 NPROC   ?= 1
+JOBS    ?= 1
 SEEDS   ?= 0 1 2
 TABLE   ?=
 CELLS   ?=
@@ -29,7 +30,7 @@ LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(if $(GPU),$(ACCELERATE),$(VENV)/
 
 help: ## this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: CONFIG=configs/...yaml ARGS=\"key=value ...\" NPROC=n SEEDS=\"0 1\" TABLE=demo CELLS=\"KD 'row/column'\" README=1"
+	@echo "  variables: CONFIG=configs/...yaml ARGS=\"key=value ...\" NPROC=n JOBS=n SEEDS=\"0 1\" TABLE=demo CELLS=\"KD 'row/column'\" README=1"
 	@echo "             RUN=runs/<name>/seed<k> IMAGES=\"a.png b.jpg\""
 
 setup: $(VENV)/.installed ## create .venv and install requirements.txt
@@ -61,7 +62,7 @@ demo-sources: setup ## retrain the demo's two stand-in sources and verify the co
 # every run (ones that change what runs compute make a trial in runs/trial-<hash>/); CELLS="KD 'linear heads/*'"
 # picks cells. The table is printed even when a run failed (the exit status says so).
 demo: demo-sources-check ## scratch, KD, DML vs SSKT on the demo data: SEEDS seeds, mean +- std, Δ vs scratch
-	$(PY) -m tools.reproduce --table demo --seeds $(SEEDS) $(if $(CELLS),--cells $(CELLS)) -- $(ARGS); status=$$?; \
+	$(PY) -m tools.reproduce --table demo --seeds $(SEEDS) $(if $(CELLS),--cells $(CELLS)) --jobs $(JOBS) -- $(ARGS); status=$$?; \
 	$(PY) -m tools.results --table demo --seeds $(SEEDS) $(if $(README),--readme README.md) -- $(ARGS) && exit $$status
 
 # The offline video demo: scratch vs SSKT on procedural motion videos, SEEDS seeds each (mean +- std table).
@@ -88,11 +89,12 @@ preprocess-video: setup ## decode DATASET=ucf101|hmdb51 ROOT=<videos> into the f
 
 # Every cell x seed of a named table (tables/TABLE.yaml) as its own run; finished ones are skipped.
 # SEEDS=3 is seeds 0-2, SEEDS="3 7" those two; CELLS="KD 'row/column'" only those cells. A cell whose config reads
-# another run's checkpoint (a KD teacher) runs after it. PRINT=1 prints the commands; SLURM=1 writes sbatch
+# another run's checkpoint (a KD teacher) runs after it. JOBS=n runs n at a time (each its share of the
+# threads; with several GPUs, one GPU each in turn; output in each run folder's reproduce.log). PRINT=1 prints the commands; SLURM=1 writes sbatch
 # scripts (slurm/TABLE/, one array job per cell over NODES nodes x GPUS GPUs, submitted in dependency order).
 reproduce: setup $(if $(filter demo,$(TABLE)),demo-sources-check) ## every cell x seed of tables/TABLE.yaml (PRINT=1, SLURM=1)
 	$(if $(TABLE),,$(error TABLE is required: $(basename $(notdir $(wildcard tables/*.yaml)))))
-	$(PY) -m tools.reproduce --table $(TABLE) --seeds $(SEEDS) $(if $(CELLS),--cells $(CELLS)) --nproc $(NPROC) $(if $(PRINT),--dry-run) \
+	$(PY) -m tools.reproduce --table $(TABLE) --seeds $(SEEDS) $(if $(CELLS),--cells $(CELLS)) --nproc $(NPROC) --jobs $(JOBS) $(if $(PRINT),--dry-run) \
 		$(if $(SLURM),--slurm --nodes $(NODES) --gpus-per-node $(GPUS)) -- $(ARGS)
 
 # The named tables from every summary.json under runs/: results/TABLE.md, .csv and results/TABLE/*.png;

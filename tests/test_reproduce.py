@@ -304,3 +304,51 @@ def test_slurm_submits_a_cell_after_the_run_it_needs(tmp_path):
     assert "--dependency" not in next(line for line in submit if "demo_scratch.sbatch" in line)
     for script in (teacher, kd, "\n".join(submit)):
         assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0  # valid shell
+
+
+def test_jobs_run_side_by_side_and_a_cell_waits_for_the_run_it_needs(tmp_path, capsys):
+    """--jobs 3: both scratch seeds and the KD teacher start at once; KD starts only once the teacher has ended,
+    on its checkpoint. Each run's output is in its folder's reproduce.log; one line here per run."""
+    table = tmp_path / "kd.yaml"
+    table.write_text(KD_TABLE)
+    runs = tmp_path / "runs"
+    tiny = ["train.epochs=1", "train.eval_every=1", "data.procedural={train_size: 64, test_size: 40}",
+            f"data.root={tmp_path / 'data'}", f"source_cache.root={tmp_path / 'cache'}"]
+    assert reproduce.main(["--table", str(table), "--seeds", "2", "--runs", str(runs), "--jobs", "3", *tiny]) == 0
+    out = capsys.readouterr().out
+    root = reproduce.trial_root(runs, tiny)
+    teacher = root / "demo" / "kd_teacher" / "seed0"
+    lines = out.splitlines()
+    started = [i for i, line in enumerate(lines) if ": new run in " in line]
+    finished = [line for line in lines if ": finished in " in line]
+    assert started[2] < lines.index(finished[0])  # three at once
+    assert len(finished) == 5 and "prerequisite demo/kd_teacher seed 0" in finished[0] + finished[1] + finished[2]
+    for seed in (0, 1):
+        kd = root / "demo" / "kd" / f"seed{seed}"
+        assert (kd / "summary.json").exists() and "epoch 1/1" in (kd / "reproduce.log").read_text()
+        assert (kd / "config.yaml").stat().st_mtime >= (teacher / "summary.json").stat().st_mtime
+        assert (root / "demo" / "scratch" / f"seed{seed}" / "summary.json").exists()
+    # all done: a second pass runs nothing
+    assert reproduce.main(["--table", str(table), "--seeds", "2", "--runs", str(runs), "--jobs", "3", *tiny]) == 0
+    assert ": finished in " not in capsys.readouterr().out
+
+
+def test_jobs_share_the_threads_and_take_the_visible_gpus_in_turn(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(reproduce.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    gpus = reproduce.visible_gpus()
+    assert gpus == ["3", "5"]
+    envs = [reproduce.slot_env(slot, 4, gpus) for slot in range(4)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["3", "5", "3", "5"]
+    assert {e["OMP_NUM_THREADS"] for e in envs} == {"4"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a count the user set is kept
+    assert reproduce.slot_env(0, 4, ["0"])["OMP_NUM_THREADS"] == "2"
+    assert reproduce.slot_env(1, 4, ["3"])["CUDA_VISIBLE_DEVICES"] == "3,5"  # one GPU: shared, the variable kept
+
+
+def test_jobs_are_one_or_more_and_not_with_several_processes_per_run(tmp_path, capsys):
+    for bad in (["--jobs", "0"], ["--jobs", "2", "--nproc", "2"]):
+        with pytest.raises(SystemExit):
+            reproduce.main(["--table", "demo", *bad, "--dry-run"])
+        assert "--jobs" in capsys.readouterr().err

@@ -3,6 +3,7 @@
     python -m tools.reproduce --table comparison --seeds 3                (make reproduce TABLE=comparison SEEDS=3)
     python -m tools.reproduce --table demo --seeds 3 --dry-run            (PRINT=1: the commands, and what is done)
     python -m tools.reproduce --table comparison --seeds 3 --nproc 4      (NPROC=4: each run on 4 GPUs)
+    python -m tools.reproduce --table demo --seeds 3 --jobs 2             (JOBS=2: two runs at a time)
     python -m tools.reproduce --table comparison --seeds 3 --slurm --nodes 2 --gpus-per-node 4   (SLURM=1)
 
 `--seeds N` means seeds 0..N-1; several values are the seeds themselves (`--seeds 3 7`), and
@@ -10,7 +11,8 @@
 `--cells` keeps the cells matching a pattern: a column, a row's label or "row / column",
 shell wildcards allowed (`--cells KD "linear heads/*"`).
 Runs go one after another, each `python -m engine.train --config C seed=S [cell overrides]
-[extra overrides]` (under `accelerate launch` with --nproc > 1). A seed whose summary.json
+[extra overrides]` (under `accelerate launch` with --nproc > 1), or `--jobs N` at a time (JOBS=N),
+each on its share of the threads and, with several GPUs visible, on one GPU in turn. A seed whose summary.json
 exists is skipped and an interrupted one started again (the engine resumes it), unless its run
 was made with other settings than the cell's now (its config.yaml differs: the config or an
 override changed since): that one is set aside as seed<k>.stale-<n> (kept, not deleted) and run
@@ -35,12 +37,17 @@ and nodes, and a submit.sh that submits them all, each after the jobs it needs
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import functools
 import hashlib
+import os
+import queue
 import re
 import shlex
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,41 +260,15 @@ def maker_name(path: Path) -> str:
 
 # ---------------------------------------------------------------- running here
 
-def run_all(jobs: list[Job], nproc: int, dry_run: bool) -> int:
+def run_all(jobs: list[Job], nproc: int, dry_run: bool, parallel: int = 1) -> int:
     failed, missing = [], sorted({j.cell.config for j in jobs if j.status == "missing config"})
-    for job in jobs:
-        status = job.status
-        cmd = command(job, nproc)
-        if status == "missing config":
-            print(f"# {describe(job)}: config {job.cell.config} does not exist yet; not run")
-            continue
-        if status == "done":
-            print(f"# {describe(job)}: done ({job.run_dir / 'summary.json'}); skipped")
-            continue
-        if status == "stale":
-            why = "; ".join(job.changed_settings()[:3])
-            if dry_run:
-                print(f"# {describe(job)}: {job.run_dir} was made with other settings ({why}); would be set aside")
-            else:
-                print(f"# {describe(job)}: {job.run_dir} was made with other settings ({why}); set aside as "
-                      f"{set_aside(job.run_dir)}", flush=True)
-            status = "new"
-        absent = [p for p in job.needs if not p.exists()]
-        if dry_run:
-            for path in absent:
-                maker = maker_of(path, jobs)
-                print(f"# {describe(job)}: after {describe(maker)}, which writes {path}" if maker else
-                      f"# {missing_checkpoint(job, path)}")
-        elif absent:
-            print(f"# {missing_checkpoint(job, absent[0])}", file=sys.stderr, flush=True)
-            failed.append(describe(job))
-            continue
-        print(f"# {describe(job)}: {'resuming' if status == 'resume' else 'new run'} in {job.run_dir}", flush=True)
-        print(shlex.join(cmd), flush=True)
-        if dry_run:
-            continue
-        if subprocess.run(cmd, cwd=Path.cwd()).returncode != 0:
-            failed.append(describe(job))
+    if parallel > 1 and not dry_run:
+        run_side_by_side(jobs, nproc, parallel, failed)
+    else:
+        for job in jobs:
+            cmd = prepare(job, jobs, nproc, dry_run, failed)
+            if cmd and not dry_run and subprocess.run(cmd, cwd=Path.cwd()).returncode != 0:
+                failed.append(describe(job))
     counts = {s: sum(j.status == s for j in jobs) for s in ("done", "stale", "resume", "new", "missing config")}
     print(f"# {len(jobs)} cell x seed runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     if missing:
@@ -295,6 +276,100 @@ def run_all(jobs: list[Job], nproc: int, dry_run: bool) -> int:
     if failed:
         print(f"# failed ({len(failed)}): {'; '.join(failed)}", file=sys.stderr)
     return 1 if failed or (missing and not dry_run) else 0
+
+
+def prepare(job: Job, jobs: list[Job], nproc: int, dry_run: bool, failed: list[str]) -> list[str] | None:
+    """Say what happens to `job` and get it ready: the command to run, or None when it is not run (done, no
+    config yet, a needed checkpoint missing: then it is in `failed`). A stale run is set aside here."""
+    status = job.status
+    cmd = command(job, nproc)
+    if status == "missing config":
+        print(f"# {describe(job)}: config {job.cell.config} does not exist yet; not run")
+        return None
+    if status == "done":
+        print(f"# {describe(job)}: done ({job.run_dir / 'summary.json'}); skipped")
+        return None
+    if status == "stale":
+        why = "; ".join(job.changed_settings()[:3])
+        if dry_run:
+            print(f"# {describe(job)}: {job.run_dir} was made with other settings ({why}); would be set aside")
+        else:
+            print(f"# {describe(job)}: {job.run_dir} was made with other settings ({why}); set aside as "
+                  f"{set_aside(job.run_dir)}", flush=True)
+        status = "new"
+    absent = [p for p in job.needs if not p.exists()]
+    if dry_run:
+        for path in absent:
+            maker = maker_of(path, jobs)
+            print(f"# {describe(job)}: after {describe(maker)}, which writes {path}" if maker else
+                  f"# {missing_checkpoint(job, path)}")
+    elif absent:
+        print(f"# {missing_checkpoint(job, absent[0])}", file=sys.stderr, flush=True)
+        failed.append(describe(job))
+        return None
+    print(f"# {describe(job)}: {'resuming' if status == 'resume' else 'new run'} in {job.run_dir}", flush=True)
+    print(shlex.join(cmd), flush=True)
+    return cmd
+
+
+def run_side_by_side(jobs: list[Job], nproc: int, parallel: int, failed: list[str]) -> None:
+    """Up to `parallel` runs at once (--jobs): small cells fill a many-core machine or a GPU better side by side
+    than one after another. A run starts once the runs that write what it needs have ended; each gets its share
+    of the CPU threads (OMP_NUM_THREADS, unless set) and, where several GPUs are visible, one of them in turn.
+    Its output goes to <run folder>/reproduce.log; one line here says how it ended."""
+    ended = {id(job): threading.Event() for job in jobs}
+    slots: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for slot in range(parallel):
+        slots.put(slot)
+    gpus = visible_gpus()
+
+    def run(job: Job) -> None:
+        try:
+            for path in job.needs:
+                if (maker := maker_of(path, jobs)) is not None:
+                    ended[id(maker)].wait()
+            slot = slots.get()
+            try:
+                cmd = prepare(job, jobs, nproc, False, failed)
+                if cmd is not None:
+                    run_logged(job, cmd, slot_env(slot, parallel, gpus), failed)
+            finally:
+                slots.put(slot)
+        finally:
+            ended[id(job)].set()
+
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:  # waiting threads are cheap; slots bound the runs
+        list(pool.map(run, jobs))
+
+
+def run_logged(job: Job, cmd: list[str], env: dict[str, str], failed: list[str]) -> None:
+    log = job.run_dir / "reproduce.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log, "ab") as out:
+        code = subprocess.run(cmd, cwd=Path.cwd(), env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    took = f"{(time.monotonic() - start) / 60:.1f} min"
+    if code:
+        failed.append(describe(job))
+        print(f"# {describe(job)}: failed (exit status {code}) after {took}; its output: {log}", file=sys.stderr,
+              flush=True)
+    else:
+        print(f"# {describe(job)}: finished in {took} ({job.run_dir / 'summary.json'})", flush=True)
+
+
+def visible_gpus() -> list[str]:
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [d for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+    import torch
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def slot_env(slot: int, parallel: int, gpus: list[str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // parallel)))
+    if len(gpus) > 1:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    return env
 
 
 # ---------------------------------------------------------------- SLURM
@@ -395,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='only these cells: a column, a row label or "row / column" (wildcards allowed)')
     parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="runs root (run.root), default runs/")
     parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per run, under accelerate launch")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once on this machine, each with its share of the threads (and GPUs); default 1")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and what is done; run nothing")
     parser.add_argument("--slurm", action="store_true", help="write sbatch scripts instead of running")
     parser.add_argument("--slurm-dir", type=Path, help="where the scripts go (default slurm/<table>/)")
@@ -405,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition")
     parser.add_argument("overrides", nargs="*", help="applied to every run after the cell's own, e.g. train.epochs=2")
     args = parser.parse_args(argv)
+    if args.jobs < 1 or (args.jobs > 1 and args.nproc > 1):
+        parser.error(f"--jobs {args.jobs}: give a count >= 1, and not with --nproc > 1 (a run on several GPUs "
+                     "takes them all)")
     # `--cells X key=value` would swallow the override as a pattern; a pattern never holds "=".
     args.overrides = [p for p in args.cells if "=" in p] + args.overrides
     args.cells = [p for p in args.cells if "=" not in p]
@@ -425,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                     nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
                     time_limit=args.time, partition=args.partition)
         return 0
-    return run_all(jobs, args.nproc, args.dry_run)
+    return run_all(jobs, args.nproc, args.dry_run, args.jobs)
 
 
 if __name__ == "__main__":
