@@ -322,6 +322,10 @@ def test_jobs_run_side_by_side_and_a_cell_waits_for_the_run_it_needs(tmp_path, c
     started = [i for i, line in enumerate(lines) if ": new run in " in line]
     finished = [line for line in lines if ": finished in " in line]
     assert started[2] < lines.index(finished[0])  # three at once
+    order = [lines[i].split(":")[0] for i in started]  # the plan's first three, then KD once its teacher has ended
+    assert set(order[:3]) == {"# demo / scratch seed 0", "# demo / scratch seed 1",
+                              "# prerequisite demo/kd_teacher seed 0"}  # (threads print in any order)
+    assert set(order[3:]) == {"# demo / KD seed 0", "# demo / KD seed 1"}
     assert len(finished) == 5 and "prerequisite demo/kd_teacher seed 0" in finished[0] + finished[1] + finished[2]
     for seed in (0, 1):
         kd = root / "demo" / "kd" / f"seed{seed}"

@@ -41,12 +41,10 @@ import concurrent.futures
 import functools
 import hashlib
 import os
-import queue
 import re
 import shlex
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,32 +312,35 @@ def prepare(job: Job, jobs: list[Job], nproc: int, dry_run: bool, failed: list[s
 
 def run_side_by_side(jobs: list[Job], nproc: int, parallel: int, failed: list[str]) -> None:
     """Up to `parallel` runs at once (--jobs): small cells fill a many-core machine or a GPU better side by side
-    than one after another. A run starts once the runs that write what it needs have ended; each gets its share
-    of the CPU threads (OMP_NUM_THREADS, unless set) and, where several GPUs are visible, one of them in turn.
-    Its output goes to <run folder>/reproduce.log; one line here says how it ended."""
-    ended = {id(job): threading.Event() for job in jobs}
-    slots: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for slot in range(parallel):
-        slots.put(slot)
+    than one after another. Whenever a slot is free, the first job in the plan's order whose makers (the runs
+    that write what it needs) have ended starts in it, with its share of the CPU threads (OMP_NUM_THREADS,
+    unless set) and, where several GPUs are visible, the slot's GPU. Its output goes to <run folder>/reproduce.log;
+    one line here says how it ended."""
     gpus = visible_gpus()
+    pending, running = list(jobs), {}  # running: future -> (job, slot)
 
-    def run(job: Job) -> None:
-        try:
-            for path in job.needs:
-                if (maker := maker_of(path, jobs)) is not None:
-                    ended[id(maker)].wait()
-            slot = slots.get()
-            try:
-                cmd = prepare(job, jobs, nproc, False, failed)
-                if cmd is not None:
-                    run_logged(job, cmd, slot_env(slot, parallel, gpus), failed)
-            finally:
-                slots.put(slot)
-        finally:
-            ended[id(job)].set()
+    def ready(job: Job) -> bool:
+        makers = {id(m) for path in job.needs if (m := maker_of(path, jobs)) is not None}
+        unfinished = {id(j) for j in pending} | {id(j) for j, _ in running.values()}
+        return not makers & unfinished
 
-    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:  # waiting threads are cheap; slots bound the runs
-        list(pool.map(run, jobs))
+    def start(job: Job, slot: int) -> None:
+        cmd = prepare(job, jobs, nproc, False, failed)
+        if cmd is not None:
+            run_logged(job, cmd, slot_env(slot, parallel, gpus), failed)
+
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        while pending or running:
+            job = next((j for j in pending if ready(j)), None) if len(running) < parallel else None
+            if job is not None:
+                pending = [j for j in pending if j is not job]
+                slot = min(set(range(parallel)) - {s for _, s in running.values()})
+                running[pool.submit(start, job, slot)] = (job, slot)
+                continue
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                running.pop(future)
+                future.result()  # an error in the tool itself stops it here, never silently
 
 
 def run_logged(job: Job, cmd: list[str], env: dict[str, str], failed: list[str]) -> None:
