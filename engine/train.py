@@ -30,7 +30,7 @@ from engine.loop import train_one_epoch
 from engine.methods import Context, Method, build_method
 from engine.optim import OptimConfig, depends_on_total_epochs
 from engine.provenance import as_yaml_comment, provenance
-from engine.run_folder import RunFolder
+from engine.run_folder import RunFolder, changed_inputs
 from engine.source_cache import CacheError
 from engine.source_outputs import source_configs
 from models.finetune import ModelError
@@ -143,11 +143,12 @@ def removed_if_nothing_kept(run: RunFolder, accelerator):
 
 
 def changed_settings(stored_file: Path, cfg: Config, may_differ=RESUMABLE_CHANGES) -> list[str]:
-    """Each setting in which `cfg` differs from a run's config.yaml, as "key=<stored> there, <cfg's> now"."""
+    """Each setting in which `cfg` differs from a run's config.yaml, as "key=<stored> there, <cfg's> now",
+    then each source whose weight file changed since the run read it (engine.run_folder.changed_inputs)."""
     stored = _flatten(yaml.safe_load(stored_file.read_text())) if stored_file.exists() else {}
     current = _flatten(cfg.model_dump(mode="json"))
     return [f"{k}={stored.get(k)} there, {current.get(k)} now" for k in sorted(stored.keys() | current.keys())
-            if stored.get(k) != current.get(k) and k not in may_differ]
+            if stored.get(k) != current.get(k) and k not in may_differ] + changed_inputs(stored_file.parent)
 
 
 def _flatten(node, prefix=""):
@@ -222,6 +223,7 @@ def run_training(cfg: Config, run: RunFolder, accelerator) -> dict:
     origin["sources"] = {name: provider.origin for name, provider in data.source_outputs.providers.items()}
     if accelerator.is_main_process:
         run.create(as_yaml_comment(origin) + dump_config(cfg))
+        run.record_inputs(sources)
     accelerator.wait_for_everyone()
     state = checkpoint.load_training_state(accelerator, run.checkpoints) if cfg.train.resume == "auto" else None
     state = state or {"epoch": 0, "best": None, "best_epoch": None, "train_seconds": 0.0, "processes": world}

@@ -34,6 +34,7 @@ import torchvision
 from torch import nn
 
 from models.network import Normalize, unit_float
+from pipelines.storage import file_sha256
 
 PLACES365_URL = "http://places2.csail.mit.edu/models_places365/{arch}_places365.pth.tar"
 # Bump when the preprocessing or forward changes, so caches keyed by fingerprint() go stale.
@@ -59,7 +60,7 @@ class FrozenSource(nn.Module):
         self.arch = arch
         self.num_classes = num_classes
         self.weights_path = Path(weights_path)
-        self.weights_sha256 = weights_sha256 or _sha256_file(self.weights_path)
+        self.weights_sha256 = weights_sha256 or file_sha256(self.weights_path)
         scale, size = resize
         # Plain float/int so equal settings (2 vs 2.0) give one fingerprint.
         self.resize = Resize(None if scale is None else float(scale), None if size is None else int(size))
@@ -219,14 +220,6 @@ def _read(where: str, path: Path) -> tuple[bytes, str]:
     except OSError as e:
         raise SourceError(f"{where}: cannot read weights file {path}: {_one_line(e)}") from None
     return data, hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _torch_load(where: str, path: Path, data: bytes) -> Any:

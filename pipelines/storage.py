@@ -9,10 +9,15 @@ the folder is fsynced too so that the rename itself survives a power cut.
     with atomic_path(path) as tmp:        # for writers that want a file name (torch.save, h5py, np.savez)
         torch.save(obj, tmp)
     publish(tmp, path)                    # a finished temporary file (or folder) that was written elsewhere
+
+and `file_sha256(path)`, the one content hash of a file (weights, exports), remembered per
+(path, inode, size, mtime, ctime) so that checking many runs against one file reads it once.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -75,3 +80,17 @@ def write_atomic(path: Path | str, data: str | bytes) -> None:
 def copy_atomic(src: Path | str, path: Path | str) -> None:
     with atomic_path(path) as tmp:
         shutil.copyfile(src, tmp)
+
+
+def file_sha256(path: Path | str) -> str:
+    stat = os.stat(path)
+    return _file_sha256(str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, *stamp: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,12 +1,15 @@
 """make reproduce: every cell x seed of a table as a command, finished ones skipped, SLURM scripts per cell."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
+import shutil
 import subprocess
 
 import pytest
+import torch
 
 from engine.config import load_config
 from tools import reproduce, results
@@ -127,6 +130,43 @@ def test_a_run_made_with_other_settings_is_never_reused(table_file, tiny_config,
     assert f"set aside as {run.with_name('seed0.stale-1')}" in capsys.readouterr().out
     assert (run.with_name("seed0.stale-1") / "summary.json").exists()  # kept, not deleted
     assert "lr: 0.02" in (run / "config.yaml").read_text() and (run / "summary.json").exists()
+
+
+def test_a_run_whose_source_weights_changed_is_never_reused(table_file, source_checkpoint, tmp_path, capsys):
+    """Same config, same weights path, other bytes in the file (a source retrained or re-downloaded in place):
+    the finished run is stale for make reproduce, and engine.train refuses to treat it as finished."""
+    from engine import train as train_module
+    from engine.checkpoint import save_deployed
+    from models.registry import build_target
+    weights = tmp_path / "source.pt"
+    shutil.copyfile(source_checkpoint, weights)
+    extra = ["train.epochs=1", f"sources.0.weights={weights}"]
+    args = ["--table", str(table_file), "--seeds", "1", "--runs", str(tmp_path / "runs"), "--cells", "first/B", *extra]
+    run = reproduce.trial_root(tmp_path / "runs", extra) / "tbl/first_b/seed0"
+    assert reproduce.main(args) == 0 and (run / "summary.json").exists()
+    used = json.loads((run / "inputs.json").read_text())["sources"]
+    assert used == {"object": {"weights": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}}
+    assert reproduce.main([*args, "--dry-run"]) == 0
+    assert "would be set aside" not in capsys.readouterr().out
+
+    torch.manual_seed(7)  # the same network retrained: same path, same size, other bytes
+    save_deployed(build_target("resnet8", 36).state_dict(), "resnet8", 36, weights)
+    changed = f"source object: {weights} had sha256 {used['object']['sha256'][:12]} there, "
+    assert reproduce.main([*args, "--dry-run"]) == 0
+    assert f"{run} was made with other settings ({changed}" in capsys.readouterr().out
+    command = next(c for c in printed_commands(reproduce_dry_run(args)) if "engine.train" in " ".join(c))
+    assert train_module.main(command[command.index("--config"):]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and changed in err and "start a new run with run.name=" in err
+
+
+def reproduce_dry_run(args) -> str:
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        reproduce.main([*args, "--dry-run"])
+    return out.getvalue()
 
 
 def test_slurm_scripts_name_the_config_and_seeds(table_file, tmp_path, tiny_config):

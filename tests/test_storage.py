@@ -1,9 +1,11 @@
-"""The one atomic writer: a reader sees the old file or the whole new one, never a part."""
+"""The one atomic writer: a reader sees the old file or the whole new one, never a part; the one file hash."""
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 
-from pipelines.storage import atomic_path, copy_atomic, write_atomic
+from pipelines.storage import atomic_path, copy_atomic, file_sha256, write_atomic
 
 
 def test_write_atomic_replaces_whole_file(tmp_path):
@@ -33,3 +35,12 @@ def test_atomic_path_publishes_a_folder(tmp_path):
     assert (path / "a.txt").read_text() == "a"
     copy_atomic(path / "a.txt", tmp_path / "b.txt")
     assert (tmp_path / "b.txt").read_text() == "a"
+
+
+def test_file_sha256_is_the_content_hash_and_follows_a_replaced_file(tmp_path):
+    path = tmp_path / "weights.pt"
+    write_atomic(path, b"a" * 3_000_000)  # over one read chunk
+    assert file_sha256(path) == hashlib.sha256(b"a" * 3_000_000).hexdigest()
+    assert file_sha256(str(path)) == file_sha256(tmp_path / "." / "weights.pt")  # one file, however named
+    write_atomic(path, b"b" * 3_000_000)  # same path, same size, other bytes (a retrained source)
+    assert file_sha256(path) == hashlib.sha256(b"b" * 3_000_000).hexdigest()

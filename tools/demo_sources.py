@@ -30,7 +30,7 @@ from pathlib import Path
 
 from engine.schema import ConfigError
 from pipelines.datasets import procedural
-from pipelines.storage import copy_atomic, write_atomic
+from pipelines.storage import copy_atomic, file_sha256, write_atomic
 
 # `make train` runs --check before every training, so the check imports only what hashing needs; retraining
 # and evaluating import torch and the engine where they need them (importing those costs ~6 s on 2 cores).
@@ -43,10 +43,6 @@ TOLERANCE = 2.0  # points of held-out top-1 a retrained source may differ from t
 def identity(config: str, overrides: list[str]) -> str:
     text = Path(config).read_text() + "\n".join(overrides) + f"\nprocedural v{procedural.VERSION}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def manifest_path(name: str, where: Path = COMMITTED) -> Path:
@@ -66,7 +62,7 @@ def check_committed_sources(where: Path = COMMITTED, overrides: list[str] = ()) 
         if recorded.get("identity") != wanted:
             raise ConfigError(f"{weights}: exported from another version of {config} (identity "
                               f"{recorded.get('identity')}, now {wanted}); {fix}")
-        if recorded.get("sha256") != sha256(weights):
+        if recorded.get("sha256") != file_sha256(weights):
             raise ConfigError(f"{weights}: its sha256 differs from the one in {manifest}; {fix}")
         paths[name] = weights
     return paths
@@ -108,7 +104,7 @@ def export(name: str, trained: Path, overrides: list[str], where: Path = COMMITT
     accuracy = held_out_accuracy(name, trained, overrides)
     manifest = {"config": SOURCES[name], "overrides": list(overrides),
                 "identity": identity(SOURCES[name], list(overrides)), "procedural_version": procedural.VERSION,
-                "sha256": sha256(trained), "held_out": {k: round(v, 2) for k, v in accuracy.items()}}
+                "sha256": file_sha256(trained), "held_out": {k: round(v, 2) for k, v in accuracy.items()}}
     copy_atomic(trained, where / f"{name}.pt")
     write_atomic(manifest_path(name, where), json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -119,7 +115,7 @@ def verify(name: str, trained: Path, overrides: list[str], where: Path = COMMITT
     recorded = json.loads(manifest_path(name, where).read_text())
     retrained = held_out_accuracy(name, trained, overrides)
     committed = held_out_accuracy(name, where / f"{name}.pt", overrides)
-    same_bits = sha256(trained) == recorded["sha256"]
+    same_bits = file_sha256(trained) == recorded["sha256"]
     ok = all(abs(retrained[k] - committed[k]) <= TOLERANCE for k in committed)
     print(f"demo source {name}: committed {fmt(committed)} | retrained {fmt(retrained)} | "
           f"{'identical weights' if same_bits else 'weights differ bitwise'} -> "
