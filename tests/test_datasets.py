@@ -260,7 +260,7 @@ def proc_cfg(root: Path, **options) -> DataConfig:
 def test_procedural_shapes_and_labelings(tmp_path):
     sets = {label: build_split(proc_cfg(tmp_path, label=label), "train") for label in procedural.LABELINGS}
     counts = {label: s.num_classes for label, s in sets.items()}
-    assert counts == {"shape": 6, "object": 36, "object_warmth": 12, "scene": 12}
+    assert counts == {"shape": 6, "object": 36, "object_warmth": 12, "object_size": 18, "scene": 12}
     for s in sets.values():
         assert s.images.shape == (60, 32, 32, 3) and s.images.dtype == np.uint8 and s.image_size == (32, 32)
         assert s.labels.dtype == np.int64 and len(s.class_names) == s.num_classes
@@ -275,6 +275,12 @@ def test_procedural_shapes_and_labelings(tmp_path):
         colour = sets["object"].class_names[sets["object"].labels[i]].split()[0]
         assert warmth.class_names[warmth.labels[i]] == \
             f"{'warm' if colour in procedural.WARM else 'cool'} {shape.class_names[shape.labels[i]]}"
+    sized = sets["object_size"]
+    for i in range(len(sized.labels)):  # "large star" holds a star whose radius is in the top third of 5..9 px
+        u = np.random.default_rng([0, procedural.SPLIT_CODES["train"], i]).random(procedural.N_UNIFORM)
+        radius = 5 + 4 * u[procedural.U_RADIUS]
+        size = "small" if radius < 5 + 4 / 3 else "medium" if radius < 5 + 8 / 3 else "large"
+        assert sized.class_names[sized.labels[i]] == f"{size} {shape.class_names[shape.labels[i]]}"
     obj = sets["object"]
     assert obj.class_names[obj.labels[0]].endswith(" " + shape.class_names[shape.labels[0]])  # "red circle"
     scene = sets["scene"]

@@ -15,9 +15,9 @@ Runs go one after another, each `python -m engine.train --config C seed=S [cell 
 each on its share of the threads and, with several GPUs visible, on one GPU in turn. A seed whose summary.json
 exists is skipped and an interrupted one started again (the engine resumes it), unless its run
 was made with other settings than the cell's now (its config.yaml differs: the config or an
-override changed since; or a source's weight file changed since, per its inputs.json): that one is set aside as seed<k>.stale-<n> (kept, not deleted) and run
-again. A config that does not exist yet is reported, not run; a failed run does not stop the
-others.
+override changed since; or a source's weight file holds other bytes than its inputs.json says):
+that one is set aside as seed<k>.stale-<n> (kept, not deleted) and run again. A config that
+does not exist yet is reported, not run; a failed run does not stop the others.
 
 Extra overrides that change what a run computes (a quick `train.epochs=5`; anything but
 NEUTRAL_KEYS) send the whole table to its own runs root, runs/trial-<hash>/, so a later full
