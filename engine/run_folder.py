@@ -45,7 +45,6 @@ class RunFolder:
         write_atomic(self.summary_file, json.dumps(summary, indent=2) + "\n")
 
 
-
 def changed_inputs(run_dir: Path) -> list[str]:
     """Each source whose weight file holds other bytes now than when the run in run_dir read it. A file
     that is gone is not compared (training reports it); a run from before inputs.json cannot be."""

@@ -17,10 +17,11 @@ ResNet-8 trained 8 epochs on 40k images names the right shape on 97.3% of the he
 images. (On object_warmth the same network named it on 96.6%, but warmth is a colour,
 learnt without looking at the shape, and SSKT gained half as much from it.)
 
-A sample is a pure function of (seed, split, sample id), so `offset` moves a split to other ids (sources are trained on, e.g.,
-ids 1_000_000.. while the target's 500 labelled images are ids 0..499) and a
-shorter split is a prefix of a longer one. The test split ignores `offset`: every
-labeling and offset shares one held-out set, drawn from its own random stream.
+A sample is a pure function of (seed, split, sample id), so `offset` moves a split to
+other ids (sources are trained on, e.g., ids 1_000_000.. while the target's 500
+labelled images are ids 0..499) and a shorter split is a prefix of a longer one. The
+test split ignores `offset`: every labeling and offset shares one held-out set, drawn
+from its own random stream.
 
 Difficulty is tuned (small shapes, low contrast, noise, look-alike textures such as
 dots) so that a ResNet-20 trained from scratch on the 500 default target images
