@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.storage import atomic_path, publish, write_atomic
+from foundation.files import atomic_path, publish, write_atomic
 
 STATE_DIR = "last"
 TRAINER_FILE = "trainer.json"

@@ -154,7 +154,7 @@ class RunConfig(Strict):
 
 
 class SourceCacheConfig(Strict):
-    """Frozen-source outputs stored in HDF5 (engine/source_cache.py); each source's `cache` sets the mode."""
+    """Frozen-source outputs stored in HDF5 (engine/source_outputs/image_cache.py); each source's `cache` sets the mode."""
     root: Path = Path("data/source_cache")
     memory_gb: float = Field(8.0, ge=0.0)  # load a cache whole (on the GPU if there is one) when it fits; else read through HDF5
     batch_size: PositiveInt = 256  # images per source forward while building

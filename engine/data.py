@@ -18,7 +18,7 @@ from typing import Callable
 
 from engine.loop import evaluate
 from engine.metrics import build_eval_metrics, primary_metric
-from engine.source_cache import open_cached_source
+from engine.source_outputs.image_cache import open_cached_source
 from engine.source_outputs import LiveSource, SourceOutputs
 from pipelines.datasets import is_video
 from pipelines.loaders import Loader, build_loader

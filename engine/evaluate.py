@@ -24,7 +24,7 @@ from engine.data import build_evaluator
 from engine.train import exit_status, make_accelerator
 from models.sources import FrozenSource, load_source
 from pipelines.datasets import build_split
-from pipelines.storage import write_atomic
+from foundation.files import write_atomic
 
 
 def load_deployed(path: Path) -> tuple[FrozenSource, dict]:

@@ -29,7 +29,7 @@ from engine.train import exit_status
 from engine.video import score_videos
 from pipelines import frame_store
 from pipelines.datasets.video import VideoSet
-from pipelines.h5blocks import BlockFile
+from foundation.h5blocks import BlockFile
 from pipelines.loaders import build_clip_loader
 from pipelines.plan import ClipPlan
 from pipelines.video_frames import convert

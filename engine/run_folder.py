@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipelines.storage import file_sha256, write_atomic
+from foundation.files import file_sha256, write_atomic
 
 
 class RunFolder:

@@ -31,7 +31,7 @@ from engine.methods import Context, Method, build_method
 from engine.optim import OptimConfig, depends_on_total_epochs
 from engine.provenance import as_yaml_comment, provenance
 from engine.run_folder import RunFolder, changed_inputs
-from engine.source_cache import CacheError
+from engine.source_outputs.image_cache import CacheError
 from engine.source_outputs import source_configs
 from models.finetune import ModelError
 from models.network import count_parameters

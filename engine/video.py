@@ -5,7 +5,7 @@ Training (3D-ResNets-PyTorch): each epoch every training video once, as one clip
 flip, `data.views` of them) at `data.sample_size`.
 
 Sources are 2D: each scores the clip's middle frame after the clip's crop and flip, live
-(`cache: off`) or looked up in a per-frame cache (engine.frame_cache, every
+(`cache: off`) or looked up in a per-frame cache (engine.source_outputs.frame_cache, every
 `source_cache.frame_stride`-th frame; training then draws starts whose middle frame is cached).
 
 Evaluation on the test split (build_video_evaluator: training's, and engine.evaluate's on a saved
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.data import Data
-from engine.frame_cache import open_frame_cache
+from engine.source_outputs.frame_cache import open_frame_cache
 from engine.schema import ConfigError
 from engine.source_outputs import LiveSource, SourceOutputs, middle_frame
 from pipelines.loaders import build_clip_loader

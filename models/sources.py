@@ -34,7 +34,7 @@ import torchvision
 from torch import nn
 
 from models.network import Normalize, unit_float
-from pipelines.storage import file_sha256
+from foundation.files import file_sha256
 
 PLACES365_URL = "http://places2.csail.mit.edu/models_places365/{arch}_places365.pth.tar"
 # Bump when the preprocessing or forward changes, so caches keyed by fingerprint() go stale.

@@ -12,7 +12,7 @@ Written once by tools/preprocess_video.py, read by the clip loaders. Layout:
     videos/splits    uint8 [V, 3]   per official split 1..3: 0 unused, 1 train, 2 test
     videos/status    uint8 [V]  0 ok, 1 failed (no frames, left out of every split), 2 shorter than `clip_length`
     videos/error     S [V]      why a video failed
-    done             uint8 [V]  build progress (pipelines.h5blocks)
+    done             uint8 [V]  build progress (foundation.h5blocks)
     attrs            format, dataset, classes (JSON), short_side, quality, clip_length, identity, complete
 
 A flat byte array with an offsets index (not HDF5 variable-length arrays, which cost a heap

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from engine.config import DataConfig, SourceConfig
-from engine.source_cache import cache_spec, check_cache_file
+from engine.source_outputs.image_cache import cache_spec, check_cache_file
 from models.sources import load_source
 from pipelines.datasets import build_split
 from pipelines.views import ViewSet
@@ -18,7 +18,7 @@ JOB = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from engine.config import DataConfig, SourceCacheConfig, SourceConfig
-    from engine.source_cache import open_cached_source
+    from engine.source_outputs.image_cache import open_cached_source
     from models.sources import load_source
     from pipelines.datasets import build_split
     from pipelines.views import ViewSet

@@ -18,7 +18,7 @@ from accelerate.state import AcceleratorState, GradientState
 
 from engine.checkpoint import save_deployed
 from engine.config import DataConfig, SourceCacheConfig, SourceConfig, load_config
-from engine.source_cache import (CacheError, CachedSource, cache_spec, check_cache_file, human_bytes,
+from engine.source_outputs.image_cache import (CacheError, CachedSource, cache_spec, check_cache_file, human_bytes,
                                  open_cached_source)
 from engine.train import train
 from models.registry import build_target
@@ -274,8 +274,8 @@ train: {{progress: false}}
 
 # The tool, with blocks as small as the tests' (5 blocks: the last round leaves rank 1 without one).
 TOOL = """import sys
-import engine.source_cache
-engine.source_cache.BLOCK_IMAGES = 48
+import engine.source_outputs.image_cache
+engine.source_outputs.image_cache.BLOCK_IMAGES = 48
 from tools.cache_sources import main
 sys.exit(main())
 """

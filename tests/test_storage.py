@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from pipelines.storage import atomic_path, copy_atomic, file_sha256, write_atomic
+from foundation.files import atomic_path, copy_atomic, file_sha256, write_atomic
 
 
 def test_write_atomic_replaces_whole_file(tmp_path):

@@ -17,7 +17,7 @@ from engine import checkpoint
 from engine.config import SourceCacheConfig, load_config
 from engine import predict as predict_module
 from engine.evaluate import load_deployed, main as evaluate_main
-from engine.frame_cache import open_frame_cache
+from engine.source_outputs.frame_cache import open_frame_cache
 from engine.optim import OptimConfig, build_scheduler
 from engine.train import main, train
 from models.registry import build_target

@@ -7,7 +7,7 @@ Sizes (steps, batch, workers, clips per 3D step) default to the device's: small 
 1. Training images/s of one SSKT config (CIFAR ResNet-20 + transfer modules, two
    ResNet-50 sources on 7/3-upsampled 32x32 images) with the sources' outputs
    - live: both sources run every step (`source.cache: off`, the reference);
-   - cached: read from the HDF5 cache (engine/source_cache.py);
+   - cached: read from the HDF5 cache (engine/source_outputs/image_cache.py);
    - in memory: a plain tensor lookup, the limit a cache can approach;
    and the scratch target alone (no heads, no sources); then the scratch target and the target with
    its two transfer modules (outputs in memory) in both memory layouts, NCHW and channels_last
@@ -47,7 +47,7 @@ from engine.config import Config, DataConfig, SourceCacheConfig, SourceConfig
 from engine.loop import train_one_epoch
 from engine.methods import Context, build_method
 from engine.provenance import dated_path, provenance
-from engine.source_cache import open_cached_source
+from engine.source_outputs.image_cache import open_cached_source
 from engine.source_outputs import LiveSource, SourceOutputs
 from models.sources import load_source
 from pipelines.datasets import build_split

@@ -3,7 +3,7 @@ ResNet-18 with two 3D transfer modules (16x112x112 clips, two ResNet-50 sources 
 middle frame, the paper configs' `input: reference`), through the engine's own data path
 (engine.data.build_data) and the sskt method, with the sources' outputs
   - live: both sources run every step on the clip's middle frame (`cache: off`);
-  - cached: the per-frame HDF5 cache (engine.frame_cache), read through HDF5 (memory_gb 0);
+  - cached: the per-frame HDF5 cache (engine.source_outputs.frame_cache), read through HDF5 (memory_gb 0);
   - in memory: the same cache loaded whole onto the device (what `memory_gb` allows when it fits);
 and the per-frame cache's build time and size. Weights are random: speed does not depend on them.
 """
@@ -70,7 +70,7 @@ def bench_video3d(args, workdir: Path, accelerator) -> dict:
     train_set, test_set = build_split(cfg.data, "train"), build_split(cfg.data, "test")
 
     started = time.perf_counter()
-    from engine.frame_cache import open_frame_cache
+    from engine.source_outputs.frame_cache import open_frame_cache
     from engine.video import clip_view_sets
     providers = [open_frame_cache(s, train_set, clip_view_sets(cfg)[0], 16, cfg.source_cache, "rebuild", accelerator,
                                   progress=False) for s in load_sources(cfg.sources)]

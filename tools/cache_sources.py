@@ -5,7 +5,7 @@
     python -m tools.cache_sources --config ... --check                          (validate only)
 
 Caches the training split of every source whose `cache` is not `off`, through the same
-code as the start of training (engine.source_cache.open_cached_source): a valid cache is
+code as the start of training (engine.source_outputs.image_cache.open_cached_source): a valid cache is
 kept, a missing, stale or damaged one is built, `cache: rebuild` rebuilds. A source marked
 `cache: required` is built here, since that mode exists for runs that must not build.
 Exit status 2 and one line when a config, data, weight or cache file is at fault.
@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 
 from engine.config import load_config
-from engine.source_cache import human_bytes, open_cached_source
+from engine.source_outputs.image_cache import human_bytes, open_cached_source
 from engine.source_outputs import source_configs
 from engine.train import exit_status
 from models.sources import load_sources
@@ -39,8 +39,8 @@ def cache_sources(config: str, overrides: list[str], check: bool = False) -> Non
     for source_cfg in cached:
         mode = "required" if check else ("rebuild" if source_cfg.cache == "rebuild" else "auto")
         source = sources[source_cfg.name]
-        if is_video(train_set):  # per-frame outputs in every clip view (engine.frame_cache)
-            from engine.frame_cache import open_frame_cache
+        if is_video(train_set):  # per-frame outputs in every clip view (engine.source_outputs.frame_cache)
+            from engine.source_outputs.frame_cache import open_frame_cache
             from engine.video import clip_view_sets
             provider = open_frame_cache(source, train_set, clip_view_sets(cfg)[0], cfg.data.clip_length,
                                         cfg.source_cache, mode, accelerator, progress=cfg.train.progress)

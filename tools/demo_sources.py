@@ -30,7 +30,7 @@ from pathlib import Path
 
 from engine.schema import ConfigError
 from pipelines.datasets import procedural
-from pipelines.storage import copy_atomic, file_sha256, write_atomic
+from foundation.files import copy_atomic, file_sha256, write_atomic
 
 # `make train` runs --check before every training, so the check imports only what hashing needs; retraining
 # and evaluating import torch and the engine where they need them (importing those costs ~6 s on 2 cores).

@@ -25,8 +25,8 @@ from pathlib import Path
 from engine.config import ConfigError, load_config
 from engine.train import train
 from pipelines.datasets import procedural_video
-from pipelines.h5blocks import partial_path
-from pipelines.storage import write_atomic
+from foundation.h5blocks import partial_path
+from foundation.files import write_atomic
 from tools import preprocess_video
 from tools.reproduce import add_seeds_argument
 

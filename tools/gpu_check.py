@@ -10,7 +10,7 @@ On a machine with a CUDA GPU, in a couple of minutes:
   - bf16 and fp16 autocast: SSKT training steps (ResNet-20 + a transfer module) through the
     engine's loop under Accelerate's mixed precision (fp16 with its gradient scaler);
   - channels_last: the same steps with the model in channels_last, beside NCHW;
-  - the source cache held on the GPU: a cache built by engine.source_cache, loaded whole onto
+  - the source cache held on the GPU: a cache built by engine.source_outputs.image_cache, loaded whole onto
     the GPU, looked up by (index, view) and compared with the source itself;
   - NCCL and SyncBatchNorm across the GPUs (one process per GPU, up to 8): an all-reduce's bus
     bandwidth, and SyncBatchNorm on per-GPU slices against BatchNorm on the whole batch. With
@@ -186,7 +186,7 @@ def check_dali_clips_mixed(device, args, folder):
 def check_cache_on_gpu(device, args, folder):
     from engine.checkpoint import save_deployed
     from engine.config import SourceCacheConfig, SourceConfig
-    from engine.source_cache import CachedSource, open_cached_source
+    from engine.source_outputs.image_cache import CachedSource, open_cached_source
     from models.registry import build_target
     from models.sources import load_source
     from pipelines.loaders import build_loader

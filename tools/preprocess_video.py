@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from pipelines import frame_store
 from pipelines.frame_store import FAILED, OK, SHORT, TEST, TRAIN, UNUSED, FrameStoreError
-from pipelines.h5blocks import BlockFile
+from foundation.h5blocks import BlockFile
 from pipelines.video_frames import ENCODING, Converted, convert
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 2, 3, 130

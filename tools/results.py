@@ -45,7 +45,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from pipelines.storage import write_atomic  # noqa: E402
+from foundation.files import write_atomic  # noqa: E402
 from tools.reproduce import DEFAULT_RUNS, add_seeds_argument, slug, trial_root, with_prerequisites  # noqa: E402
 from tools.tables import Cell, Row, Table, TableError, load_table, table_names  # noqa: E402
 

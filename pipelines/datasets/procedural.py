@@ -43,7 +43,7 @@ import numpy as np
 
 from pipelines.datasets import DatasetError
 from pipelines.datasets.base import ImageSet
-from pipelines.storage import atomic_path
+from foundation.files import atomic_path
 
 if TYPE_CHECKING:
     from engine.config import DataConfig

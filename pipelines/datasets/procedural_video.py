@@ -34,7 +34,7 @@ import av
 import numpy as np
 
 from pipelines.datasets.procedural import N_UNIFORM, SHAPES, SIZE, U_ANGLE, U_CX, U_CY, U_RADIUS, U_SHAPE, render
-from pipelines.storage import atomic_path, write_atomic
+from foundation.files import atomic_path, write_atomic
 
 VERSION = 1  # bump whenever the bytes a (seed, class, group, clip) produces change: it names the cache
 CLASSES = ["Rise", "Fall", "Slide", "Shake", "Orbit", "Approach"]

@@ -35,7 +35,7 @@ from h5py import h5s
 
 from engine.progress import Progress
 from pipelines.datasets.base import ImageSet
-from pipelines.h5blocks import BlockFile, early_allocation, one_line, partial_path
+from foundation.h5blocks import BlockFile, early_allocation, one_line, partial_path
 from pipelines.render import render_images
 from pipelines.views import ViewSet
 
@@ -299,7 +299,7 @@ def _compute_block(source, images: ImageSet, view_set: ViewSet, block: range, ba
 
 def render_samples(images, samples: np.ndarray, views: np.ndarray, view_set) -> torch.Tensor:
     """uint8 [N, 3, H, W]: an ImageSet's views (pipelines.render), or what another sample set renders
-    itself (engine.frame_cache.CachedFrames: video frames in clip views)."""
+    itself (engine.source_outputs.frame_cache.CachedFrames: video frames in clip views)."""
     own = getattr(images, "render_views", None)
     return own(samples, views) if own is not None else render_images(images, samples, views, view_set)
 

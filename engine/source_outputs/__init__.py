@@ -4,8 +4,8 @@ Each source has a provider, a callable batch -> logits [B, C]:
 - `LiveSource` runs the frozen network on the batch's images (`cache: off`), or on each clip's
   middle frame for video (`inputs=middle_frame`: a 2D source scores one frame, after the clip's
   crop and flip, as the SSKT reference's 3D code did);
-- `engine.source_cache.CachedSource` looks the outputs up by (sample index, view id), and
-  `engine.frame_cache.CachedFrameSource` by (video, view, clip start) for video.
+- `engine.source_outputs.image_cache.CachedSource` looks the outputs up by (sample index, view id), and
+  `engine.source_outputs.frame_cache.CachedFrameSource` by (video, view, clip start) for video.
 `SourceOutputs` asks every provider, so the loop and the method cannot tell them apart.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One resumable HDF5 writer for long jobs that fill a file block by block.
 
-The source-output cache (engine/source_cache.py) and the video frame store
+The source-output cache (engine/source_outputs/image_cache.py) and the video frame store
 (pipelines/frame_store.py) are both built this way:
 
     writer = BlockFile(path, identity, attrs, num_blocks, create=make_datasets, error=MyError)
@@ -11,7 +11,7 @@ The source-output cache (engine/source_cache.py) and the video frame store
     writer.finish(verify)              # all done, verified, marked complete, renamed into place
 
 The partial file is `.<stem>.partial.h5` next to `path`; it gets the final name only
-through pipelines.storage.publish (fsync + rename), so a half-written file never
+through foundation.files.publish (fsync + rename), so a half-written file never
 looks complete. A partial file whose identity or layout differs is started over.
 The file format is pinned to HDF5 1.8 (`LIBVER`): a 1.10 superblock marks a file
 open for writing and refuses to reopen it after a crash, which would make a killed
@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5p
 
-from pipelines.storage import publish
+from foundation.files import publish
 
 LIBVER = ("v108", "v108")
 

@@ -1,5 +1,5 @@
 """Per-frame source cache for video: a 2D source's outputs on every k-th frame of every training
-video, in every clip view, stored by engine.source_cache (same file format, identity, resumable
+video, in every clip view, stored by engine.source_outputs.image_cache (same file format, identity, resumable
 block build, validation) with one "sample" per cached frame:
 
     outputs  float16 [cached frames, K clip views, C]     row r = frame (r - first_row[v]) * k of video v
@@ -22,7 +22,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from engine.source_cache import CachedSource, cache_spec, human_bytes, open_cached_source
+from engine.source_outputs.image_cache import CachedSource, cache_spec, human_bytes, open_cached_source
 from pipelines.render import render_clip
 from pipelines.views import ClipViewSet
 

@@ -1,0 +1,7 @@
+"""The bottom layer: what every other layer builds on, knowing nothing of SSKT.
+
+    foundation.files      atomic, durable file writes (the one writer) and file content hashes
+    foundation.h5blocks   the resumable HDF5 block writer of long jobs (source caches, frame stores)
+
+Nothing here imports the project's other packages.
+"""
