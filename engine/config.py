@@ -136,7 +136,6 @@ class TrainConfig(Strict):
     epochs: PositiveInt = 200
     precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
     grad_accum: PositiveInt = 1
-    resume: Literal["auto", "never"] = "auto"
     checkpoint_every: NonNegativeInt = 0  # also keep epoch_XXX.pt every N epochs (0: never)
     eval_every: PositiveInt = 1  # evaluate every N epochs (and always after the last)
     sync_bn: bool = True  # multi-process BatchNorm over the global batch, as one process would see it
@@ -151,6 +150,9 @@ class TrainConfig(Strict):
 class RunConfig(Strict):
     root: Path = Path("runs")
     name: str | None = None  # default: the config's path under configs/, without .yaml
+    # true: continue the run in runs/<name>/seed<k> (or a numbered <name>-N) made with these settings, or start
+    # the first free numbered folder (engine.reruns); false: always start a fresh numbered folder
+    resume: bool = True
 
 
 class SourceCacheConfig(Strict):
@@ -184,6 +186,13 @@ class Config(Strict):
 
     def run_dir(self) -> Path:
         return self.run.root / (self.run.name or "default") / f"seed{self.seed}"
+
+
+def resumable_keys() -> set[str]:
+    """Settings that may differ when an interrupted run is continued; anything else would mix two experiments.
+    (run.root: a runs tree copied or moved elsewhere holds the same runs.)"""
+    return {"train.epochs", "train.progress", "train.channels_last", "train.checkpoint_every", "train.eval_every",
+            "data.workers", "run.root", "run.resume"}
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:

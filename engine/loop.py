@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
+
 from engine.progress import Progress
 
 
@@ -50,25 +50,3 @@ def train_one_epoch(accelerator, method, source_outputs, loader, epoch: int, epo
     record["train/images_per_s"] = float(totals[0]) / elapsed
     record["train/seconds"] = elapsed
     return record
-
-
-@torch.no_grad()
-def evaluate(accelerator, network, loader, metrics, prefix: str = "test/") -> dict[str, float]:
-    """Metrics of one network (images in [0, 1] -> ModelOutput or logits) on the test split."""
-    network.eval()
-    metrics.reset()
-    totals = torch.zeros(2, device=accelerator.device)  # images, summed task loss (the plateau schedule's)
-    for batch in loader.epoch(0):
-        with accelerator.autocast():
-            output = network(batch["image"])
-        logits = (output.logits if hasattr(output, "logits") else output).float()
-        target = batch["label"]
-        metrics.update(torch.sigmoid(logits) if target.ndim == 2 else logits, target.long() if target.ndim == 2 else target)
-        loss = (F.binary_cross_entropy_with_logits(logits, target.float()) * target.shape[0] if target.ndim == 2
-                else F.cross_entropy(logits, target, reduction="sum"))
-        totals += torch.stack([torch.tensor(float(target.shape[0]), device=totals.device), loss])
-    values = {f"{prefix}{k}": round(100.0 * float(v), 4) for k, v in metrics.compute().items()}
-    totals = accelerator.reduce(totals, reduction="sum")
-    values[f"{prefix}images"] = int(totals[0])
-    values[f"{prefix}loss"] = float(totals[1] / totals[0])
-    return values

@@ -68,7 +68,7 @@ def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 class EpochSchedule:
     """A per-epoch schedule the engine steps with the epoch's record; its state travels with the
-    checkpoint (accelerator.register_for_checkpointing), so a resumed run continues it exactly."""
+    checkpoint (engine.checkpoint: schedules.pt), so a resumed run continues it exactly."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: int):
         self.cfg = cfg

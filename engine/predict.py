@@ -24,9 +24,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from engine.config import ConfigError
-from engine.evaluate import load_deployed
-from engine.train import exit_status
-from engine.video import score_videos
+from models.sources import load_deployed
+from engine.entry import run_entry
+from engine.evaluation import score_videos
 from pipelines import frame_store
 from pipelines.datasets.video import VideoSet
 from foundation.h5blocks import BlockFile
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="video frames' shorter side before the centre crop, as the training frame store's "
                              "(tools/preprocess_video.py --short-side)")
     args = parser.parse_args(argv)
-    return exit_status(predict, args.checkpoint, args.files, args.top, args.short_side)
+    return run_entry(predict, args.checkpoint, args.files, args.top, args.short_side)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Annotated, Callable, Iterable, Mapping
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from foundation.errors import UserError
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """One line that names the file, key or value at fault; the entry points exit 2 on it."""
 
 

@@ -2,6 +2,8 @@
 
     foundation.files      atomic, durable file writes (the one writer) and file content hashes
     foundation.h5blocks   the resumable HDF5 block writer of long jobs (source caches, frame stores)
+    foundation.errors     UserError: the base of every one-line error a user can fix (exit status 2)
+    foundation.registry   Registry: names -> factories, filled where each is defined
 
 Nothing here imports the project's other packages.
 """

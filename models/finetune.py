@@ -19,9 +19,10 @@ from torch import nn
 
 from models.registry import build_target
 from models.targets.base import Target
+from foundation.errors import UserError
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """One line naming the checkpoint file and the key at fault."""
 
 

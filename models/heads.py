@@ -6,7 +6,7 @@ target's declared interface (models.targets.base.Target): stage_channels,
 transfer_module_width and spatial_dims, so the same head serves 2D and 3D targets.
 
 `HEADS` is the one list of head kinds (`model.head` in a config): name -> builder
-`(target, num_classes) -> nn.Module`. Add a kind with `@register_head("name")`.
+`(target, num_classes) -> nn.Module`. Add a kind with `@HEADS.register("name")`.
 """
 from __future__ import annotations
 
@@ -15,23 +15,14 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import nn
 
+from foundation.registry import Registry
 from models.layers import Layers, layers
 
 if TYPE_CHECKING:
     from models.targets.base import Target
 
 HeadBuilder = Callable[["Target", int], nn.Module]
-HEADS: dict[str, HeadBuilder] = {}
-
-
-def register_head(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
-    def decorate(builder: HeadBuilder) -> HeadBuilder:
-        if name in HEADS:
-            raise ValueError(f"head kind {name!r} is already registered")
-        HEADS[name] = builder
-        return builder
-
-    return decorate
+HEADS: Registry[HeadBuilder] = Registry("head kind")
 
 
 def head_names() -> list[str]:
@@ -39,8 +30,6 @@ def head_names() -> list[str]:
 
 
 def build_head(kind: str, target: Target, num_classes: int) -> nn.Module:
-    if kind not in HEADS:
-        raise ValueError(f"unknown head kind {kind!r}; expected one of: {', '.join(head_names())}")
     return HEADS[kind](target, num_classes)
 
 
@@ -97,12 +86,12 @@ class TransferModule(nn.Module):
         return self.fc(feats.mean(dim=0))
 
 
-@register_head("linear")
+@HEADS.register("linear")
 def linear_head(target: Target, num_classes: int) -> LinearHead:
     return LinearHead(target.stage_channels[-1], num_classes)
 
 
-@register_head("transfer_module")
+@HEADS.register("transfer_module")
 def transfer_module(target: Target, num_classes: int) -> TransferModule:
     return TransferModule(target.stage_channels, num_classes, target.transfer_module_width, target.spatial_dims,
                           target.head_conv_init)

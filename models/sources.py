@@ -35,6 +35,7 @@ from torch import nn
 
 from models.network import Normalize, unit_float
 from foundation.files import file_sha256
+from foundation.errors import UserError
 
 PLACES365_URL = "http://places2.csail.mit.edu/models_places365/{arch}_places365.pth.tar"
 # Bump when the preprocessing or forward changes, so caches keyed by fingerprint() go stale.
@@ -43,7 +44,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DEFAULT_RESIZE_SCALE = 7 / 3
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """One line naming the source and the file at fault, and what to do."""
 
 
@@ -110,8 +111,24 @@ class FrozenSource(nn.Module):
         return f"name={self.name!r}, arch={self.arch!r}, weights={str(self.weights_path)!r}, resize={tuple(self.resize)}"
 
 
-def load_sources(cfgs) -> list[FrozenSource]:
-    return [load_source(cfg, index=i) for i, cfg in enumerate(cfgs)]
+class SourceSpec(NamedTuple):
+    """What load_source reads of a source's config (engine.config.SourceConfig has these fields too)."""
+    name: str
+    format: str
+    arch: str | None = None
+    weights: str | None = None
+    num_classes: int | None = None
+    resize: Any = None
+    mean: tuple | None = None
+    std: tuple | None = None
+
+
+def load_deployed(path: Path | str) -> tuple[FrozenSource, dict]:
+    """A deployed checkpoint (engine.checkpoint.save_deployed) as a frozen network on images in [0, 1]: its
+    arch, input size, mean and std come from the file; and the file's other fields (class names, ...)."""
+    network = load_source(SourceSpec(name=str(path), format="checkpoint", weights=str(path)))
+    meta = torch.load(path, map_location="cpu", weights_only=True)
+    return network, {k: v for k, v in meta.items() if k != "state_dict"}
 
 
 def load_source(cfg, index: int | None = None) -> FrozenSource:

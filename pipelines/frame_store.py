@@ -30,6 +30,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from foundation.errors import UserError
 
 FORMAT_VERSION = "sskt-frame-store-v1"
 SPLITS = 3
@@ -47,7 +48,7 @@ def stored_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(1, round(width * short_side / height)), short_side
 
 
-class FrameStoreError(Exception):
+class FrameStoreError(UserError):
     """One line naming the store file and what is wrong."""
 
 

@@ -53,11 +53,11 @@ def train_killed_after_epoch(cfg, monkeypatch, epoch: int = 1) -> None:
     would; the checkpoint writer is restored and the Accelerate state reset, ready for the resume."""
     from accelerate.state import AcceleratorState, GradientState
     from engine import checkpoint
-    from engine.train import train
+    from engine.trainer import train
     real_save = checkpoint.save_training_state
 
-    def save_then_die(accelerator, folder, state):
-        real_save(accelerator, folder, state)
+    def save_then_die(accelerator, folder, state, schedules=None):
+        real_save(accelerator, folder, state, schedules)
         if state["epoch"] == epoch:
             raise KeyboardInterrupt
     monkeypatch.setattr(checkpoint, "save_training_state", save_then_die)

@@ -8,6 +8,7 @@ import pytest
 import torchvision.datasets
 from accelerate.state import AcceleratorState, GradientState
 
+from engine import reruns, trainer
 from engine import train as train_module
 from engine.config import ConfigError, DataConfig, ResizeConfig, SourceCacheConfig, SourceConfig, TrainConfig, load_config
 from engine.optim import OptimConfig
@@ -131,16 +132,16 @@ def test_batch_that_processes_cannot_share_and_single_process_accelerate_launch(
     cfg = load_config(tiny_config, ["data.batch_size=32"])
     run = RunFolder(cfg.run_dir())
     with pytest.raises(ConfigError, match=r"data.batch_size: 32 is not a multiple of the 3 processes"):
-        train_module.check_processes(cfg, run, 3)
-    train_module.check_processes(cfg, run, 2)
+        reruns.check_processes(cfg, run, 3)
+    reruns.check_processes(cfg, run, 2)
     # `accelerate launch --cpu --num_processes 2` runs one plain process with these variables.
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     monkeypatch.setenv("MASTER_PORT", "29500")
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(ConfigError, match=r"torchrun --nproc_per_node N"):
-        train_module.check_processes(cfg, run, 1)
+        reruns.check_processes(cfg, run, 1)
     monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc_per_node 1: fine
-    train_module.check_processes(cfg, run, 1)
+    reruns.check_processes(cfg, run, 1)
 
 
 def test_failed_start_leaves_no_folder_and_blocks_nothing(tiny_config, monkeypatch):
@@ -148,24 +149,27 @@ def test_failed_start_leaves_no_folder_and_blocks_nothing(tiny_config, monkeypat
 
     def crash(*args, **kwargs):
         raise RuntimeError("planted failure in the first epoch")
-    monkeypatch.setattr(train_module, "train_one_epoch", crash)
+    monkeypatch.setattr(trainer, "train_one_epoch", crash)
     with pytest.raises(RuntimeError, match="planted"):
-        train_module.train(cfg)
+        trainer.train(cfg)
     assert not cfg.run_dir().exists()
     # A folder left by an older failed start (config.yaml, no checkpoint) does not block a start with
     # other settings either.
     cfg.run_dir().mkdir(parents=True)
     (cfg.run_dir() / "config.yaml").write_text("optim: {lr: 9.0}\n")
-    assert train_module.check_rerun(load_config(tiny_config, ["optim.lr=0.01"]), RunFolder(cfg.run_dir())) is None
+    assert not reruns.holds_a_run(RunFolder(cfg.run_dir()))
+    _, run, finished = reruns.choose_run(load_config(tiny_config, ["optim.lr=0.01"]))
+    assert run.path == cfg.run_dir() and finished is None
 
 
-def test_all_missing_inputs_in_one_line(tmp_path, tiny_config, capsys):
+def test_all_missing_inputs_in_one_error_one_line_each(tmp_path, tiny_config, capsys):
     status = train_module.main(["--config", str(tiny_config), "data.dataset=cifar10", f"data.root={tmp_path}/nocifar",
                                 f"sources.0.weights={tmp_path}/nowhere.pt"])
-    err = capsys.readouterr().err
-    assert status == 2 and err.count("\n") == 1, err
-    assert "(1) cifar10" in err and "nocifar/cifar-10-batches-py/{data_batch_1" in err and "test_batch" in err
-    assert "nowhere.pt" in err and "data.download=true" in err
+    lines = capsys.readouterr().err.splitlines()
+    assert status == 2 and len(lines) == 3 and lines[0] == "error: 2 inputs missing or unreadable:", lines
+    assert "(1) cifar10" in lines[1] and "nocifar/cifar-10-batches-py/{data_batch_1" in lines[1]
+    assert "cifar-10-python.tar.gz" in lines[1] and "data.download=true" in lines[1]
+    assert "(2)" in lines[2] and "nowhere.pt" in lines[2]
     assert not (tiny_config.parent / "runs").exists()
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from engine.config import load_config
 from engine.methods import Context, build_method
 from engine.schema import ConfigError
-from engine.train import train
+from engine.trainer import train
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from engine.config import load_config
-from engine.train import train
+from engine.trainer import train
 from pipelines.datasets import procedural_video as pv
 from pipelines.frame_store import OK, TEST, TRAIN, FrameStore
 from tests.conftest import ROOT

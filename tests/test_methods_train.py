@@ -12,7 +12,7 @@ from accelerate.state import AcceleratorState, GradientState
 
 from engine import checkpoint
 from engine.config import ConfigError, load_config
-from engine.train import train
+from engine.trainer import train
 from tests.conftest import ROOT, train_killed_after_epoch
 from tests.test_train import read_jsonl
 
@@ -152,5 +152,5 @@ def test_method_rules_live_with_the_methods(write_config):
         load_config(write_config("kd"), ["sources=[]"])
     with pytest.raises(ConfigError, match="dml uses no sources"):
         load_config(write_config("sskt"), ["method={name: dml}"])
-    with pytest.raises(ConfigError, match=r"method.name: unknown method; known: scratch, sskt, kd, dml, maxl"):
+    with pytest.raises(ConfigError, match=r"method.name: unknown method; known: dml, kd, maxl, scratch, sskt"):
         load_config(write_config("dml"), ["method.name=dmll"])

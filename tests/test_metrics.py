@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from engine.metrics import build_eval_metrics, sample_average_precision
+from engine.evaluation import build_eval_metrics, sample_average_precision
 
 
 def test_sample_average_precision_by_hand():

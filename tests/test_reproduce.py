@@ -134,7 +134,8 @@ def test_a_run_made_with_other_settings_is_never_reused(table_file, tiny_config,
 
 def test_a_run_whose_source_weights_changed_is_never_reused(table_file, source_checkpoint, tmp_path, capsys):
     """Same config, same weights path, other bytes in the file (a source retrained or re-downloaded in place):
-    the finished run is stale for make reproduce, and engine.train refuses to treat it as finished."""
+    the finished run is stale for make reproduce, and engine.train trains it afresh in a new folder instead of
+    treating it as finished."""
     from engine import train as train_module
     from engine.checkpoint import save_deployed
     from models.registry import build_target
@@ -156,9 +157,9 @@ def test_a_run_whose_source_weights_changed_is_never_reused(table_file, source_c
     out = capsys.readouterr().out
     assert f"{run} was made with other settings ({changed}" in out
     command = next(c for c in printed_commands(out) if "engine.train" in " ".join(c))
-    assert train_module.main(command[command.index("--config"):]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and changed in err and "start a new run with run.name=" in err
+    assert train_module.main(command[command.index("--config"):]) == 0  # never reused: a fresh folder beside it
+    said = [line for line in capsys.readouterr().out.splitlines() if changed in line]
+    assert len(said) == 1 and "this run goes to" in said[0] and json.loads((run / "summary.json").read_text())
 
 
 def test_slurm_scripts_name_the_config_and_seeds(table_file, tmp_path, tiny_config):

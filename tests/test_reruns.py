@@ -11,7 +11,9 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 
 from engine import checkpoint
+from engine import reruns
 from engine import train as train_module
+from engine.run_folder import RunFolder
 from engine.config import ConfigError, load_config
 
 # Scratch on the tiny procedural set: the fastest run that still has a schedule, BatchNorm and RNG.
@@ -58,8 +60,8 @@ def sigint_after_epoch(monkeypatch, epoch: int):
     real_save = checkpoint.save_training_state
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def save_then_ctrl_c(accelerator, folder, state):
-        real_save(accelerator, folder, state)
+    def save_then_ctrl_c(accelerator, folder, state, schedules=None):
+        real_save(accelerator, folder, state, schedules)
         if state["epoch"] == epoch:
             os.kill(os.getpid(), signal.SIGINT)
     monkeypatch.setattr(checkpoint, "save_training_state", save_then_ctrl_c)
@@ -81,7 +83,7 @@ def test_multistep_resume_before_milestone_and_extension_end_as_one_run(tiny_con
     restore = sigint_after_epoch(monkeypatch, 1)
     assert run(tiny_config, *schedule, "run.name=parts") == 130
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.strip().endswith("interrupted after epoch 1; the same command resumes"), err
+    assert err.count("\n") == 1 and err.strip().endswith("interrupted; the state after epoch 1 is saved: the same command resumes from it"), err
     restore()
     assert run(tiny_config, *schedule, "run.name=parts") == 0
     assert_same_run(tiny_config, "whole", "parts")
@@ -112,14 +114,15 @@ def test_cosine_resume_mid_schedule_and_what_is_refused(tiny_config, monkeypatch
     capsys.readouterr()
     assert run(tiny_config, *schedule, "run.name=whole") == 0  # finished: nothing to do
     assert "already finished" in capsys.readouterr().out
-    for refused, message in [
-        ("train.epochs=4", r"schedule \(cosine\) spans train.epochs=3; .* run.name=whole-2"),
-        ("train.epochs=2", r"already trained 3 epochs, more than train.epochs=2; start a new run with run.name=whole-2"),
-        ("optim.lr=0.2", r"optim.lr=0.05 there, 0.2 now\); start a new run with run.name=whole-2"),
+    # A config this run cannot be continued into trains in a fresh numbered folder, and one line says why.
+    for changed, reason in [
+        ("train.epochs=4", r"schedule \(cosine\) spans train.epochs=3"),
+        ("train.epochs=2", r"already trained 3 epochs, more than train.epochs=2"),
+        ("optim.lr=0.2", r"optim.lr=0.05 there, 0.2 now"),
     ]:
-        assert run(tiny_config, *schedule, "run.name=whole", refused) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and re_search(message, err), err
+        assert run(tiny_config, *schedule, "run.name=whole", changed) == 0
+        out = capsys.readouterr().out
+        assert re_search(reason, out) and re_search(r"this run goes to \S+/whole-\d/seed0", out), out
     assert snapshot(folder) == before  # no file rewritten, not even touched
 
 
@@ -134,4 +137,4 @@ def test_resume_on_another_process_count_is_refused(tiny_config):
     folder.mkdir(parents=True)
     (folder / "trainer.json").write_text(json.dumps({"epoch": 1, "processes": 2}))
     with pytest.raises(ConfigError, match=r"trained by 2 process\(es\), not 1; resume it with 2"):
-        train_module.check_processes(cfg, train_module.RunFolder(cfg.run_dir()), 1)
+        reruns.check_processes(cfg, RunFolder(cfg.run_dir()), 1)

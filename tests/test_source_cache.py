@@ -20,7 +20,7 @@ from engine.checkpoint import save_deployed
 from engine.config import DataConfig, SourceCacheConfig, SourceConfig, load_config
 from engine.source_outputs.image_cache import (CacheError, CachedSource, cache_spec, check_cache_file, human_bytes,
                                  open_cached_source)
-from engine.train import train
+from engine.trainer import train
 from models.registry import build_target
 from models.sources import load_source
 from pipelines.datasets import build_split

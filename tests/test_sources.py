@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from engine.config import ResizeConfig, SourceConfig
-from models.sources import SourceError, load_source, load_sources
+from models.sources import SourceError, load_source
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -102,7 +102,7 @@ def test_places365_default_path_in_hub_dir(torch_home, places_net):
 
 def test_places365_missing_and_undownloadable(torch_home):
     with pytest.raises(SourceError) as err:
-        load_sources([cfg(format="places365")])
+        load_source(cfg(format="places365"), index=0)
     path = torch_home / "hub" / "checkpoints" / "resnet18_places365.pth.tar"
     assert_one_line_naming(err, "'src'", str(path), "http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar",
                            "sources.0.weights")

@@ -12,7 +12,7 @@ from accelerate.state import AcceleratorState, GradientState
 
 from engine import checkpoint
 from engine.config import load_config
-from engine.train import train
+from engine.trainer import train
 from tests.conftest import ROOT, train_killed_after_epoch
 
 
@@ -69,12 +69,27 @@ def test_interrupted_run_resumes_to_the_same_state(tiny_config, monkeypatch):
         strip(read_jsonl(interrupted.run_dir() / "metrics.jsonl"))
 
 
-def test_changed_settings_refuse_to_resume(tiny_config, capsys):
-    from engine.config import ConfigError
-    train(load_config(tiny_config, ["train.epochs=1"]))
-    AcceleratorState._reset_state(reset_partial_state=True)
-    with pytest.raises(ConfigError, match="optim.lr"):
-        train(load_config(tiny_config, ["train.epochs=2", "optim.lr=0.2"]))
+def test_a_trial_never_blocks_the_next_run(tiny_config, capsys):
+    """Settings a run cannot be continued into (a trial's 1-epoch cosine, then the full 2 epochs) train in a
+    fresh numbered folder and say so in one line, leaving the trial's folder untouched; the same settings again
+    find their run there; run.resume=false always starts a fresh folder."""
+    fast = ["sources=[]", "method={name: scratch}", "optim.schedule=cosine", "data.batch_size=16",
+            "data.procedural={label: shape, train_size: 32, test_size: 16}"]
+    trial = load_config(tiny_config, [*fast, "train.epochs=1"])
+    train(trial)
+    folder = trial.run_dir()
+    before = {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    for extra, expected, said in (([], "tiny-2", "(cosine) spans train.epochs=1; continuing it to 2 would not end"),
+                                  ([], "tiny-2", "tiny-2/seed0: already finished"),
+                                  (["run.resume=false"], "tiny-3", "run.resume is false; this run goes to")):
+        AcceleratorState._reset_state(reset_partial_state=True)
+        summary = train(load_config(tiny_config, [*fast, "train.epochs=2", *extra]))
+        assert summary["run"] == expected and summary["epochs"] == 2
+        assert said in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} == before
+    assert json.loads((folder / "summary.json").read_text())["epochs"] == 1
+    assert (tiny_config.parent / "runs" / "tiny-3" / "seed0" / "summary.json").exists()
 
 
 def test_two_processes_agree_with_one(tiny_config, tmp_path):

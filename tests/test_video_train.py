@@ -16,10 +16,12 @@ from accelerate.state import AcceleratorState, GradientState
 from engine import checkpoint
 from engine.config import SourceCacheConfig, load_config
 from engine import predict as predict_module
-from engine.evaluate import load_deployed, main as evaluate_main
+from engine.evaluate import main as evaluate_main
+from models.sources import load_deployed
 from engine.source_outputs.frame_cache import open_frame_cache
 from engine.optim import OptimConfig, build_scheduler
-from engine.train import main, train
+from engine.train import main
+from engine.trainer import train
 from models.registry import build_target
 from models.sources import load_source
 from pipelines.datasets.video import VIDEO_READERS

@@ -9,12 +9,13 @@ import os
 import sys
 from pathlib import Path
 
+from engine import experiment, trainer
 from engine import train as train_module
 
 out_dir, argv = Path(sys.argv[1]), sys.argv[2:]
 seen: dict[int, list[int]] = {}
 current = {"epoch": None}
-real_epoch, real_build = train_module.train_one_epoch, train_module.build_method
+real_epoch, real_build = trainer.train_one_epoch, experiment.build_method
 
 
 def traced_epoch(accelerator, method, source_outputs, loader, epoch, *args, **kwargs):
@@ -33,7 +34,7 @@ def traced_build(cfg):
     return method
 
 
-train_module.train_one_epoch, train_module.build_method = traced_epoch, traced_build
+trainer.train_one_epoch, experiment.build_method = traced_epoch, traced_build
 status = train_module.main(argv)
 out_dir.mkdir(parents=True, exist_ok=True)
 (out_dir / f"rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(seen))

@@ -29,6 +29,7 @@ Results: a table on stdout and bench/results.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import tempfile
@@ -43,17 +44,14 @@ from PIL import Image
 from torchvision.models import resnet50
 
 from engine.checkpoint import save_deployed
-from engine.config import Config, DataConfig, SourceCacheConfig, SourceConfig
+from engine.config import Config
+from engine.experiment import Experiment
 from engine.loop import train_one_epoch
-from engine.methods import Context, build_method
 from engine.provenance import dated_path, provenance
-from engine.source_outputs.image_cache import open_cached_source
-from engine.source_outputs import LiveSource, SourceOutputs
-from models.sources import load_source
-from pipelines.datasets import build_split
+from engine.source_outputs import SourceOutputs
 from pipelines.datasets.base import ImageSet
 from pipelines.loaders import build_loader
-from pipelines.plan import eval_plan, train_plan
+from pipelines.plan import train_plan
 from pipelines.views import ViewSet
 
 SOURCE_NAMES = ("imagenet", "places365")
@@ -68,81 +66,100 @@ def parts_list(text: str) -> tuple[str, ...]:
     return parts
 
 
-def make_sources(folder: Path) -> list:
-    sources = []
+def write_sources(folder: Path) -> dict[str, Path]:
+    """Two ResNet-50 sources with random weights (speed does not depend on them), as deployed checkpoints."""
+    paths = {}
     for i, name in enumerate(SOURCE_NAMES):
         torch.manual_seed(i)
-        path = folder / f"{name}_resnet50.pt"
         classes = 1000 if name == "imagenet" else 365
-        save_deployed(resnet50(num_classes=classes).state_dict(), "resnet50", classes, path)
-        sources.append(load_source(SourceConfig(name=name, format="checkpoint", arch="resnet50", weights=str(path))))
-    return sources
+        paths[name] = folder / f"{name}_resnet50.pt"
+        save_deployed(resnet50(num_classes=classes).state_dict(), "resnet50", classes, paths[name])
+    return paths
 
 
-def time_training(accelerator, images: ImageSet, view_set, sources, providers, steps: int, batch: int,
-                  channels_last: bool | str = "auto") -> float:
-    """Images/s of the real training loop (sskt method, or scratch) over `steps` batches, after one warm-up batch."""
-    torch.manual_seed(0)
-    cfg = Config.model_validate({
-        "data": {"dataset": "procedural", "mean": [0.5] * 3, "std": [0.25] * 3},
+def training_config(workdir: Path, args, sources: dict[str, Path], cache: str = "auto",
+                    channels_last: bool | str = "auto") -> Config:
+    """SSKT (or scratch, without sources) on procedural 32x32 images: ResNet-20 + transfer modules, the
+    sources on 7/3-upsampled images, `args.steps` batches of `args.batch` per epoch, 2 views per image."""
+    return Config.model_validate({
+        "data": {"dataset": "procedural", "root": str(workdir / "data"), "mean": [0.5] * 3, "std": [0.25] * 3,
+                 "procedural": {"label": "shape", "train_size": args.steps * args.batch, "test_size": 8},
+                 "views": 2, "loader": "resident", "batch_size": args.batch},
         "model": {"target": "resnet20", "head": "transfer_module"},
-        "sources": [{"name": s.name, "format": "checkpoint", "weights": str(s.weights_path)} for s in sources],
+        "sources": [{"name": name, "format": "checkpoint", "weights": str(path), "cache": cache}
+                    for name, path in sources.items()],
+        "source_cache": {"root": str(workdir / "cache"), "memory_gb": 8.0, "batch_size": 128},
         "method": {"name": "sskt" if sources else "scratch"}, "optim": {"lr": 0.05},
-        "train": {"channels_last": channels_last}})
-    method = build_method(cfg.method)
-    method.build(Context(cfg, images.num_classes, False, sources))
-    method.setup(accelerator, 2)
+        "train": {"epochs": 2, "progress": False, "channels_last": channels_last}})
 
-    def plan(epoch):
-        batches = train_plan(len(images), view_set, batch, seed=0, epoch=epoch)
-        return batches[:1] if epoch == 0 else batches[:steps]
-    loader = build_loader("resident", images, view_set, plan, accelerator.device)
-    outputs = SourceOutputs(providers)
+
+def timed_epoch(experiment: Experiment, outputs: SourceOutputs | None = None) -> dict:
+    """The record (engine.loop) of one epoch of the real training loop, after one warm-up batch."""
+    torch.manual_seed(0)
+    method, loader = experiment.method, experiment.train_loader
+    outputs = outputs or experiment.source_outputs
     for epoch in (0, 1):  # epoch 0 warms up (first-touch allocations, cache load)
-        record = train_one_epoch(accelerator, method, outputs, loader, epoch, 2, False)
-    return record["train/images_per_s"]
+        record = train_one_epoch(experiment.accelerator, method, outputs, FirstBatches(loader, 1 if epoch == 0 else None),
+                                 epoch, 2, False)
+    return record
+
+
+def time_training(experiment: Experiment, outputs: SourceOutputs | None = None) -> float:
+    """Images (or clips) per second of `timed_epoch`."""
+    return timed_epoch(experiment, outputs)["train/images_per_s"]
+
+
+class FirstBatches:
+    """A loader's epoch cut to its first `count` batches (None: all of them)."""
+
+    def __init__(self, loader, count: int | None):
+        self.loader, self.count = loader, count
+
+    def epoch(self, epoch: int):
+        return itertools.islice(self.loader.epoch(epoch), self.count)
+
+    def __len__(self) -> int:
+        return len(self.loader) if self.count is None else min(self.count, len(self.loader))
 
 
 def bench_training(args, workdir: Path, accelerator) -> dict:
-    data_cfg = DataConfig(dataset="procedural", root=workdir / "data",
-                          procedural={"label": "shape", "train_size": args.steps * args.batch, "test_size": 8})
-    images = build_split(data_cfg, "train")
-    view_set = ViewSet(pad=4, count=2)
-    sources = make_sources(workdir)
-    cache_cfg = SourceCacheConfig(root=workdir / "cache", memory_gb=8.0, batch_size=128)
+    sources = write_sources(workdir)
 
+    def experiment(sources=sources, **kw) -> Experiment:
+        return Experiment(training_config(workdir, args, sources, **kw), accelerator, splits=("train",))
+
+    cached = experiment()
+    cached.sources  # read now, so that the timed build below is the cache's alone
     started = time.perf_counter()
-    cached = {s.name: open_cached_source(s, images, view_set, cache_cfg, "rebuild", accelerator, progress=False)
-              for s in sources}
+    providers = cached.source_outputs.providers  # built now: the work dir is new
     build_seconds = time.perf_counter() - started
-    cache_bytes = sum(p.path.stat().st_size for p in cached.values())
-    in_memory = {name: _memory_table(p, accelerator.device) for name, p in cached.items()}
-
-    live = {s.name: LiveSource(s.to(accelerator.device), accelerator.autocast) for s in sources}
+    cache_bytes = sum(p.path.stat().st_size for p in providers.values())
+    in_memory = SourceOutputs({name: _memory_table(p, accelerator.device) for name, p in providers.items()})
     results = {  # in the layout train.channels_last: auto gives a 2D target
-        "live": time_training(accelerator, images, view_set, sources, live, args.steps, args.batch),
-        "cached": time_training(accelerator, images, view_set, sources, cached, args.steps, args.batch),
-        "in_memory": time_training(accelerator, images, view_set, sources, in_memory, args.steps, args.batch),
-        "scratch": time_training(accelerator, images, view_set, [], {}, args.steps, args.batch),
+        "live": time_training(experiment(sources=sources, cache="off")),
+        "cached": time_training(cached),
+        "in_memory": time_training(experiment(sources=sources), in_memory),
+        "scratch": time_training(experiment(sources={})),
     }
     layouts = {}
-    for name, (setting_sources, providers) in (("scratch", ([], {})), ("two_transfer_modules", (sources, in_memory))):
+    for name, setting_sources, outputs in (("scratch", {}, None), ("two_transfer_modules", sources, in_memory)):
         rates = {"nchw": [], "channels_last": []}
         for _ in range(args.layout_repeats):  # alternated, so a load change on the machine hits both layouts
             for layout in rates:
-                rates[layout].append(time_training(accelerator, images, view_set, setting_sources, providers,
-                                                   args.steps, args.batch, channels_last=layout == "channels_last"))
+                run = experiment(sources=setting_sources, channels_last=layout == "channels_last")
+                rates[layout].append(time_training(run, outputs))
         medians = {layout: float(np.median(r)) for layout, r in rates.items()}
         layouts[name] = {"images_per_s": rates, "median_images_per_s": medians,
                          "channels_last_over_nchw": medians["channels_last"] / medians["nchw"]}
+    samples, views = len(cached.train_set), cached.views.count
     return {
         "images_per_s": results,
         "layouts": layouts,
         "cached_speedup_over_live": results["cached"] / results["live"],
         "in_memory_over_cached": results["in_memory"] / results["cached"],
         "scratch_over_cached": results["scratch"] / results["cached"],
-        "cache": {"samples": len(images), "views": view_set.count, "build_seconds": build_seconds,
-                  "forwards_per_s": 2 * len(images) * view_set.count / build_seconds, "bytes": cache_bytes},
+        "cache": {"samples": samples, "views": views, "build_seconds": build_seconds,
+                  "forwards_per_s": 2 * samples * views / build_seconds, "bytes": cache_bytes},
     }
 
 
@@ -262,6 +279,7 @@ def main(argv=None) -> int:
     parser.add_argument("--clip-rounds", type=int, default=9, help="video part: interleaved rounds of every clip figure")
     parser.add_argument("--clip-batch", type=int, help="3D SSKT part: clips per step (default: 2; GPU 8)")
     parser.add_argument("--clip-steps", type=int, help="3D SSKT part: timed steps per setting (default: 2; GPU 10)")
+    parser.add_argument("--rounds-3d", type=int, default=3, help="3D SSKT part: interleaved rounds of the three modes")
     parser.add_argument("--only", type=parts_list, default=PARTS,
                         help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all)")
     parser.add_argument("--out", type=Path, default=None,

@@ -1,100 +1,118 @@
-"""The 3D SSKT part of `make bench` (tools/bench.py --only video3d): training clips/s of a 3D
-ResNet-18 with two 3D transfer modules (16x112x112 clips, two ResNet-50 sources scoring each clip's
-middle frame, the paper configs' `input: reference`), through the engine's own data path
-(engine.data.build_data) and the sskt method, with the sources' outputs
-  - live: both sources run every step on the clip's middle frame (`cache: off`);
-  - cached: the per-frame HDF5 cache (engine.source_outputs.frame_cache), read through HDF5 (memory_gb 0);
-  - in memory: the same cache loaded whole onto the device (what `memory_gb` allows when it fits);
-and the per-frame cache's build time and size. Weights are random: speed does not depend on them.
+"""The 3D SSKT part of `make bench` (tools/bench.py --only video3d): training clips/s of a shipped video
+config, built by the experiment builder exactly as `make train` builds it (its target, heads, clip size,
+sources and their input resolution), with only the data, the weights, the batch and the caches' place
+replaced. Per workload, the sources' outputs come
+  - live: every source runs every step on each clip's middle frame (`cache: off`);
+  - cached: from the per-frame HDF5 cache (engine.source_outputs.frame_cache), read through HDF5 (memory_gb 0);
+  - in memory: from the same cache loaded whole onto the device (what `memory_gb` allows when it fits);
+interleaved over several rounds (medians), and the per-frame cache's build time and size.
+Weights are random (no download here): speed does not depend on their values.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.models import resnet50
 
-from engine.checkpoint import save_deployed
-from engine.config import Config
-from engine.data import build_data
-from engine.loop import train_one_epoch
-from engine.methods import Context, build_method
-from models.sources import load_sources
-from pipelines.datasets import build_split
+from engine.config import load_config
+from engine.experiment import Experiment
 from tools import preprocess_video
+from tools.bench import time_training
 from tools.synthetic_videos import write_ucf101
 
-SOURCES = {"places365": 365, "imagenet": 1000}
+# name -> the shipped config whose workload is measured
+WORKLOADS = {"resnet3d_18": "configs/ucf101/resnet3d_18_scratch_sskt_PI.yaml"}
+MODES = {"live": ("off", 0.0), "cached": ("auto", 0.0), "in_memory": ("auto", 8.0)}  # -> (cache, memory_gb)
 
 
-def bench_config(workdir: Path, args, cache: str, memory_gb: float) -> Config:
-    return Config.model_validate({
-        "data": {"dataset": "ucf101", "root": str(workdir), "clip_length": 16, "sample_size": 112, "views": 4,
-                 "loader": "torch", "workers": args.workers, "batch_size": args.clip_batch, "val_clips": 0,
-                 "mean": [0.450097, 0.422492, 0.390098], "std": [0.0039216] * 3},
-        "model": {"target": "resnet3d_18", "head": "transfer_module", "shortcut": "A"},
-        "sources": [{"name": name, "format": "checkpoint", "arch": "resnet50", "weights": str(workdir / f"{name}.pt"),
-                     "input": "reference", "cache": cache} for name in SOURCES],
-        "method": {"name": "sskt", "aux_loss": "ce", "temperature": 1.0, "alpha": 1.0},
-        "optim": {"lr": 0.01, "dampening": 0.9, "weight_decay": 1e-3},
-        "source_cache": {"root": str(workdir / "cache"), "frame_stride": 4, "memory_gb": memory_gb, "batch_size": 32},
-        "train": {"epochs": 2, "progress": False}, "run": {"root": str(workdir / "runs")},
-    })
+def write_weights(cfg, folder: Path) -> list[str]:
+    """Random weights for each source of `cfg`, in the file format its `format` reads; the overrides that
+    point the config at them."""
+    overrides = []
+    for i, source in enumerate(cfg.sources):
+        torch.manual_seed(i)
+        state = resnet50(num_classes=source.num_classes or (365 if source.format == "places365" else 1000)).state_dict()
+        path = folder / f"{source.name}.pth"
+        if source.format == "places365":  # CSAIL's layout: DataParallel keys under "state_dict"
+            torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+        else:  # torchvision / checkpoint: a plain state_dict file
+            torch.save(state, path)
+        overrides.append(f"sources.{i}.weights={path}")
+    return overrides
 
 
-def time_clips(accelerator, cfg: Config, train_set, test_set) -> float:
-    """Clips/s of the engine's training loop over one epoch, after a warm-up epoch."""
-    torch.manual_seed(0)
-    sources = load_sources(cfg.sources)
-    method = build_method(cfg.method)
-    method.build(Context(cfg, train_set.num_classes, False, sources))
-    method.setup(accelerator, cfg.train.epochs)
-    data = build_data(cfg, {"train": train_set, "test": test_set}, sources, accelerator)
-    for epoch in (0, 1):  # epoch 0 warms up (allocations, cache load, worker start)
-        record = train_one_epoch(accelerator, method, data.source_outputs, data.train_loader, epoch, 2, False)
-    return record["train/images_per_s"]
+def bench_overrides(workdir: Path, args, mode: str, sources: int = 2) -> list[str]:
+    """What the bench changes in a shipped config: data, batch, caches' place, and the mode's cache."""
+    cache, memory_gb = MODES[mode]
+    return [f"data.root={workdir}", f"data.batch_size={args.clip_batch}", f"data.workers={args.workers}",
+            "data.val_clips=0", f"source_cache.root={workdir / 'cache'}", f"source_cache.memory_gb={memory_gb}",
+            "train.progress=false", "train.epochs=2", *(f"sources.{i}.cache={cache}" for i in range(sources))]
 
 
-def bench_video3d(args, workdir: Path, accelerator) -> dict:
-    workdir.mkdir(parents=True, exist_ok=True)
-    # split 1 trains on groups 2.., so per_class groups give (per_class - 1) * 2 training videos
+def bench_config(config: str, workdir: Path, args, mode: str, weights: list[str]):
+    """The shipped config with the bench's overrides: everything else (target, heads, clips, the sources and
+    how they see a frame) is what `make train` would run."""
+    return load_config(config, [*weights, *bench_overrides(workdir, args, mode, len(weights))])
+
+
+def prepare_videos(workdir: Path, args) -> None:
+    """UCF-101's layout and split lists, decoded into the frame store the config reads (<root>/ucf101.h5).
+    Split 1 trains on groups 2..: per_class groups give (per_class - 1) * 2 training videos of 2 classes."""
     write_ucf101(workdir / "UCF-101", ["Alpha", "Beta"], per_class=-(-args.clip_batch * args.clip_steps // 2) + 1,
                  frames=48, size=(160, 120))
     preprocess_video.main(["--dataset", "ucf101", "--root", str(workdir / "UCF-101"), "--out",
                            str(workdir / "ucf101.h5"), "--workers", str(args.workers), "--no-progress"])
-    for name, classes in SOURCES.items():
-        torch.manual_seed(len(name))
-        save_deployed(resnet50(num_classes=classes).state_dict(), "resnet50", classes, workdir / f"{name}.pt")
-    cfg = bench_config(workdir, args, "auto", 0.0)
-    train_set, test_set = build_split(cfg.data, "train"), build_split(cfg.data, "test")
 
+
+def bench_workload(config: str, workdir: Path, args, accelerator) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    prepare_videos(workdir, args)
+    weights = write_weights(load_config(config), workdir)
+    experiments = {mode: Experiment(bench_config(config, workdir, args, mode, weights), accelerator,
+                                    splits=("train",)) for mode in MODES}
+    cached = experiments["cached"]
+    cached.sources  # read now, so that the timed build below is the cache's alone
     started = time.perf_counter()
-    from engine.source_outputs.frame_cache import open_frame_cache
-    from engine.video import clip_view_sets
-    providers = [open_frame_cache(s, train_set, clip_view_sets(cfg)[0], 16, cfg.source_cache, "rebuild", accelerator,
-                                  progress=False) for s in load_sources(cfg.sources)]
+    providers = list(cached.source_outputs.providers.values())  # built now: the work dir is new
     build_seconds = time.perf_counter() - started
-    rates = {
-        "live": time_clips(accelerator, bench_config(workdir, args, "off", 0.0), train_set, test_set),
-        "cached": time_clips(accelerator, cfg, train_set, test_set),
-        "in_memory": time_clips(accelerator, bench_config(workdir, args, "auto", 8.0), train_set, test_set),
-    }
-    return {"clips_per_s": rates, "cached_over_live": rates["cached"] / rates["live"],
-            "in_memory_over_cached": rates["in_memory"] / rates["cached"], "batch": args.clip_batch,
-            "clip": "16x112x112", "train_videos": len(train_set),
-            "cache": {"frames": len(providers[0].frames), "views": 4, "frame_stride": 4,
-                      "build_seconds": build_seconds, "bytes": sum(p.path.stat().st_size for p in providers)}}
+    rounds = {mode: [] for mode in MODES}
+    for _ in range(args.rounds_3d):  # interleaved: a load change on the machine hits every mode alike
+        for mode, experiment in experiments.items():
+            rounds[mode].append(time_training(experiment))
+    rates = {mode: float(np.median(r)) for mode, r in rounds.items()}
+    clip = cached.cfg.data
+    sources = cached.sources
+    return {"clips_per_s": rates, "clips_per_s_rounds": rounds,
+            "cached_over_live": rates["cached"] / rates["live"],
+            "in_memory_over_cached": rates["in_memory"] / rates["cached"],
+            "config": config, "target": cached.cfg.model.target, "head": cached.cfg.model.head,
+            "batch": args.clip_batch, "clip": f"{clip.clip_length}x{clip.sample_size}x{clip.sample_size}",
+            "train_videos": len(cached.train_set),
+            "sources": {s.name: {"arch": s.arch, "input": list(s.input_size(clip.sample_size, clip.sample_size)),
+                                 "mean": list(s.mean), "std": list(s.std)} for s in sources},
+            "cache": {"frames": len(providers[0].frames), "views": cached.views.count,
+                      "frame_stride": cached.cfg.source_cache.frame_stride, "build_seconds": build_seconds,
+                      "bytes": sum(p.path.stat().st_size for p in providers)}}
 
 
-def print_video3d_report(r: dict) -> None:
-    c = r["clips_per_s"]
-    print(f"\n3D SSKT training: 3D ResNet-18 + 2 3D transfer modules, {r['clip']} clips, batch {r['batch']}, "
-          f"two ResNet-50 sources on each clip's middle frame (112x112):")
-    print("| source outputs | clips/s |\n|---|---|")
-    for name, label in (("live", "live sources"), ("cached", "per-frame HDF5 cache"), ("in_memory", "cache in memory")):
-        print(f"| {label} | {c[name]:.2f} |")
-    print(f"cached / live = {r['cached_over_live']:.2f}x, in memory / cached = {r['in_memory_over_cached']:.2f}x")
-    k = r["cache"]
-    print(f"per-frame cache build: {k['frames']} frames x {k['views']} views x 2 sources in {k['build_seconds']:.1f} s, "
-          f"{k['bytes'] / 2**20:.2f} MiB")
+def bench_video3d(args, workdir: Path, accelerator) -> dict:
+    return {name: bench_workload(config, workdir / name, args, accelerator) for name, config in WORKLOADS.items()}
+
+
+def print_video3d_report(report: dict) -> None:
+    for name, r in report.items():
+        c = r["clips_per_s"]
+        inputs = ", ".join(f"{n} {s['arch']} at {'x'.join(map(str, s['input']))}" for n, s in r["sources"].items())
+        print(f"\n3D SSKT training ({r['config']}): {r['target']} + {r['head']} heads, {r['clip']} clips, "
+              f"batch {r['batch']}, sources on each clip's middle frame ({inputs}); median of "
+              f"{len(r['clips_per_s_rounds']['live'])} interleaved rounds:")
+        print("| source outputs | clips/s |\n|---|---|")
+        for mode, label in (("live", "live sources"), ("cached", "per-frame HDF5 cache"), ("in_memory", "cache in memory")):
+            print(f"| {label} | {c[mode]:.2f} |")
+        print(f"cached / live = {r['cached_over_live']:.2f}x, in memory / cached = {r['in_memory_over_cached']:.2f}x")
+        k = r["cache"]
+        print(f"per-frame cache build: {k['frames']} frames x {k['views']} views x {len(r['sources'])} sources in "
+              f"{k['build_seconds']:.1f} s, {k['bytes'] / 2**20:.2f} MiB")

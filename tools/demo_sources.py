@@ -71,7 +71,7 @@ def check_committed_sources(where: Path = COMMITTED, overrides: list[str] = ()) 
 def pretrain(name: str, overrides: list[str]) -> Path:
     """Train (or resume, or reuse) the source's run; its deployed final checkpoint."""
     from engine.config import load_config
-    from engine.train import train
+    from engine.trainer import train
     config = SOURCES[name]
     cfg = load_config(config, [*overrides, f"run.name=demo/source_{name}-{identity(config, list(overrides))}"])
     print(f"pretraining the demo's {name}-like source ({config}) in {cfg.run_dir()}")
@@ -156,9 +156,9 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    from engine.train import exit_status
+    from engine.entry import run_entry
     verified = []
-    status = exit_status(lambda: verified.append(reproduce(args.overrides, args.where)))
+    status = run_entry(lambda: verified.append(reproduce(args.overrides, args.where)))
     return status or (0 if all(verified) else 1)
 
 

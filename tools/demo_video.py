@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from engine.config import ConfigError, load_config
-from engine.train import train
+from engine.trainer import train
 from pipelines.datasets import procedural_video
 from foundation.h5blocks import partial_path
 from foundation.files import write_atomic

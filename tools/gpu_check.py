@@ -41,53 +41,39 @@ class Skip(Exception):
 
 # ---------------------------------------------------------------- the checks
 
-def tiny_images(folder: Path, count: int):
-    from engine.config import DataConfig
-    from pipelines.datasets import build_split
-    return build_split(DataConfig(dataset="procedural", root=folder / "data",
-                                  procedural={"label": "shape", "train_size": count, "test_size": 8}), "train")
+def tiny_experiment(folder: Path, images: int, batch: int, precision: str = "no", channels_last: bool = False):
+    """SSKT on procedural 32x32 images (ResNet-20 + a transfer module, a ResNet-8 source through its cache,
+    held in memory on the device), built by the experiment builder as training builds it."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from engine.checkpoint import save_deployed
+    from engine.config import Config
+    from engine.experiment import Experiment
+    from models.registry import build_target
+
+    weights = folder / "source.pt"
+    if not weights.exists():
+        torch.manual_seed(0)
+        save_deployed(build_target("resnet8", 36).state_dict(), "resnet8", 36, weights, input_size=[32, 32])
+    AcceleratorState._reset_state(reset_partial_state=True)  # each check picks its own precision
+    GradientState._reset_state()
+    cfg = Config.model_validate({
+        "data": {"dataset": "procedural", "root": str(folder / "data"), "views": 8, "loader": "resident",
+                 "batch_size": batch, "procedural": {"label": "shape", "train_size": images, "test_size": 8}},
+        "model": {"target": "resnet20", "head": "transfer_module"},
+        "sources": [{"name": "object", "format": "checkpoint", "weights": str(weights)}],
+        "source_cache": {"root": str(folder / "cache"), "memory_gb": 1.0},
+        "method": {"name": "sskt"}, "optim": {"lr": 0.05, "weight_decay": 0.0},
+        "train": {"epochs": 2, "progress": False, "precision": precision, "channels_last": channels_last}})
+    return Experiment(cfg, splits=("train",))
 
 
 def training_rate(device: torch.device, precision: str, channels_last: bool, steps: int, batch: int,
                   folder: Path) -> float:
     """Images/s of SSKT training steps through engine.loop (one warm-up batch first); the loss must stay finite."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
+    from tools.bench import timed_epoch
 
-    from types import SimpleNamespace
-
-    from engine.config import Config
-    from engine.loop import train_one_epoch
-    from engine.methods import Context, build_method
-    from engine.source_outputs import SourceOutputs
-    from pipelines.loaders import build_loader
-    from pipelines.plan import train_plan
-    from pipelines.views import ViewSet
-
-    AcceleratorState._reset_state(reset_partial_state=True)  # each check picks its own precision
-    GradientState._reset_state()
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=precision)
-    images, view_set = tiny_images(folder, steps * batch), ViewSet(pad=4, count=8)
-    torch.manual_seed(0)
-    cfg = Config.model_validate({
-        "data": {"dataset": "procedural", "root": str(folder / "data"), "views": view_set.count},
-        "model": {"target": "resnet20", "head": "transfer_module"},
-        "sources": [{"name": "object", "format": "checkpoint", "weights": "unused.pt", "num_classes": 36}],
-        "method": {"name": "sskt"}, "optim": {"lr": 0.05, "weight_decay": 0.0},
-        "train": {"channels_last": channels_last}})
-    method = build_method(cfg.method)
-    # The source's outputs are a random table looked up by (index, view): only its name and class count matter.
-    method.build(Context(cfg, images.num_classes, False, [SimpleNamespace(name="object", num_classes=36)]))
-    method.setup(accelerator, epochs=2)
-    outputs_table = torch.randn(len(images) * view_set.count, 36, device=accelerator.device)
-    source = SourceOutputs({"object": lambda b: outputs_table[b["index"] * view_set.count + b["view"]]})
-
-    def plan(epoch):
-        batches = train_plan(len(images), view_set, batch, seed=0, epoch=epoch)
-        return batches[:1] if epoch == 0 else batches
-    loader = build_loader("resident", images, view_set, plan, accelerator.device)
-    for epoch in (0, 1):
-        record = train_one_epoch(accelerator, method, source, loader, epoch, 2, False)
+    record = timed_epoch(tiny_experiment(folder, steps * batch, batch, precision, channels_last))
     if not np.isfinite(record["train/loss"]):
         raise RuntimeError(f"{precision}: loss is {record['train/loss']}")
     return record["train/images_per_s"]
@@ -184,33 +170,18 @@ def check_dali_clips_mixed(device, args, folder):
 
 
 def check_cache_on_gpu(device, args, folder):
-    from engine.checkpoint import save_deployed
-    from engine.config import SourceCacheConfig, SourceConfig
-    from engine.source_outputs.image_cache import CachedSource, open_cached_source
-    from models.registry import build_target
-    from models.sources import load_source
-    from pipelines.loaders import build_loader
-    from pipelines.plan import train_plan
-    from pipelines.views import ViewSet
-
-    weights = folder / "source.pt"
-    torch.manual_seed(0)
-    save_deployed(build_target("resnet8", 36).state_dict(), "resnet8", 36, weights)
-    source = load_source(SourceConfig(name="object", format="checkpoint", arch="resnet8", weights=str(weights),
-                                      resize={"scale": 1.0}))
-    images, view_set = tiny_images(folder, 4 * args.batch), ViewSet(pad=4, count=8)
-    built = open_cached_source(source, images, view_set, SourceCacheConfig(root=folder / "cache"), "rebuild",
-                               progress=False)
-    cached = CachedSource(built.path, built.shape, device, memory_bytes=1 << 30)  # as training opens it
-    batches = [b for e in range(4) for b in build_loader("resident", images, view_set,
-               lambda epoch: train_plan(len(images), view_set, args.batch, seed=0, epoch=epoch), device).epoch(e)]
+    """The source cache as training opens it (the experiment builder, memory_gb enough to hold it): held on
+    the device, equal to the source's own outputs, and its lookup rate."""
+    experiment = tiny_experiment(folder, 4 * args.batch, args.batch)
     allocated = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    cached = experiment.source_outputs.providers["object"]
+    batches = [b for e in range(4) for b in experiment.train_loader.epoch(e)]
     first = cached(batches[0])
     held = torch.cuda.memory_allocated(device) - allocated if device.type == "cuda" else cached.nbytes
     if not cached.in_memory or first.device.type != device.type or held < cached.nbytes:
         raise RuntimeError(f"cache not held on {device} (in memory: {cached.in_memory}, {held} bytes allocated)")
     with torch.no_grad():
-        live = source.to(device)(batches[0]["image"]).float()
+        live = experiment.sources[0].to(device)(batches[0]["image"]).float()
     if not torch.allclose(first, live, atol=0.05, rtol=0.01):
         raise RuntimeError(f"cached outputs differ from the source's by {float((first - live).abs().max()):.3f}")
     started = time.perf_counter()

@@ -50,7 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import ConfigError, load_config
-from engine.train import RESUMABLE_CHANGES, changed_settings
+from engine.config import resumable_keys
+from engine.reruns import changed_settings
 from tools.tables import Cell, Table, TableError, cell_label, load_table, selected, table_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ class Job:
             cfg = resolved_config(self.cell.config, tuple(args[args.index("--config") + 2:]), (stat.st_mtime_ns, stat.st_size))
         except (ConfigError, OSError) as e:
             return [str(e)]
-        return changed_settings(self.run_dir / "config.yaml", cfg, may_differ=RESUMABLE_CHANGES - {"train.epochs"})
+        return changed_settings(self.run_dir / "config.yaml", cfg, may_differ=resumable_keys() - {"train.epochs"})
 
 
 @functools.lru_cache(maxsize=None)

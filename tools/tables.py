@@ -31,11 +31,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from engine.config import default_run_name
+from foundation.errors import UserError
 
 TABLES_DIR = Path(__file__).resolve().parents[1] / "tables"
 
 
-class TableError(Exception):
+class TableError(UserError):
     """One line naming the table file and the key at fault."""
 
 

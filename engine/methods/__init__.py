@@ -1,4 +1,5 @@
-"""Methods by name. A method is one module here: its config section and its class, registered together.
+"""Methods by name. A method is one module here: its config section and its class, registered together
+(`@register_method`; METHODS imports every module of this package on its first lookup).
 
 `MethodConfig` is the `method` section's schema: a pydantic union of every registered method's
 config, picked by `method.name` (default sskt), so no method's field is valid in another's section.
@@ -9,7 +10,6 @@ from pydantic import Discriminator, Tag
 
 from engine.methods.base import (METHODS, Context, Deployed, LossMethod, Method, MethodConfig, Step,
                                  register_method)
-from engine.methods import scratch, sskt, kd, dml, maxl  # noqa: E402,F401  (each registers itself)
 
 DEFAULT_METHOD = "sskt"
 
@@ -23,7 +23,7 @@ def _method_name(section) -> str | None:
 MethodSection = Annotated[
     Union[tuple(Annotated[cls.Config, Tag(name)] for name, cls in METHODS.items())],
     Discriminator(_method_name, custom_error_type="method_name",
-                  custom_error_message=f"unknown method; known: {', '.join(METHODS)}"),
+                  custom_error_message=f"unknown method; known: {', '.join(sorted(METHODS))}"),
 ]
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from foundation.registry import Registry
 from engine.optim import OptimConfig, build_optimizer, build_scheduler
 from engine.schema import ConfigError, Strict
 from models.finetune import fine_tuning_parameter_groups, load_pretrained_target
@@ -65,16 +66,16 @@ class Step(NamedTuple):
     logits: torch.Tensor  # the first deployed network's logits on the batch (train accuracy)
 
 
-METHODS: dict[str, type["Method"]] = {}
+# Every module of engine/methods/ registers its method here; the registry imports them on its first lookup.
+METHODS: Registry[type["Method"]] = Registry("method", package="engine.methods")
 
 
 def register_method(cls: type["Method"]) -> type["Method"]:
     """Class decorator: the method's name is the default of its Config's `name` field."""
     name = cls.Config.model_fields["name"].default
-    if not isinstance(name, str) or name in METHODS:
-        raise ValueError(f"{cls.__name__}: Config.name needs a unique default, got {name!r}")
-    METHODS[name] = cls
-    return cls
+    if not isinstance(name, str):
+        raise ValueError(f"{cls.__name__}: Config.name needs a default, got {name!r}")
+    return METHODS.register(name)(cls)
 
 
 class Method:
@@ -114,7 +115,8 @@ class Method:
 
     def setup(self, accelerator, epochs: int) -> None:
         """Pass every trained network and optimizer through accelerator.prepare (DDP, mixed precision,
-        gradient accumulation, save_state), and register one per-epoch schedule per optimizer."""
+        gradient accumulation, save_state), and make one per-epoch schedule per optimizer (self.schedulers: the
+        training state saves and restores them, engine.checkpoint)."""
         self.accelerator = accelerator
         self.set_memory_format(self.ctx.config.train.channels_last)
         if accelerator.num_processes > 1 and accelerator.device.type == "cuda" and self.ctx.config.train.sync_bn:
@@ -127,7 +129,6 @@ class Method:
         self.optimizers = dict(zip(configured, prepared[len(self.nets):]))
         for name, (_, optim_cfg) in configured.items():
             self.schedulers[name] = build_scheduler(self.optimizers[name], optim_cfg, epochs)
-            accelerator.register_for_checkpointing(self.schedulers[name])
 
     def set_memory_format(self, channels_last) -> None:
         """train.channels_last: 2D networks in channels_last (auto and true); 3D ones keep theirs (auto) or refuse (true)."""

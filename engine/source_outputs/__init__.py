@@ -1,18 +1,23 @@
-"""Where the loop gets each source's logits for a batch.
+"""Where the loop gets each frozen source's logits for a batch: one provider per source, batch -> [B, C].
 
-Each source has a provider, a callable batch -> logits [B, C]:
-- `LiveSource` runs the frozen network on the batch's images (`cache: off`), or on each clip's
-  middle frame for video (`inputs=middle_frame`: a 2D source scores one frame, after the clip's
-  crop and flip, as the SSKT reference's 3D code did);
-- `engine.source_outputs.image_cache.CachedSource` looks the outputs up by (sample index, view id), and
-  `engine.source_outputs.frame_cache.CachedFrameSource` by (video, view, clip start) for video.
-`SourceOutputs` asks every provider, so the loop and the method cannot tell them apart.
+    LiveSource            runs the frozen network on the batch's images (`cache: off`), or on each clip's
+                          middle frame (a 2D source scores one frame, after the clip's crop and flip, as the
+                          SSKT reference's 3D code did)
+    image_cache.CachedSource        looks the outputs up by (sample index, view) in the HDF5 cache
+    frame_cache.CachedFrameSource   looks them up by (video, view, clip start) in the per-frame cache
+
+`build_source_outputs` opens them (building a missing or stale cache first); `SourceOutputs` asks every
+provider, so the loop and the method cannot tell them apart.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+
+from engine.source_outputs.frame_cache import open_frame_cache
+from engine.source_outputs.image_cache import open_cached_source
+from pipelines.datasets import is_video
 
 Provider = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
@@ -35,22 +40,36 @@ class LiveSource:
             return self.source(images).float()
 
 
-def source_configs(cfg) -> list:
-    """The sources' configs as loaded: `input: reference` sources see the target's own input, at its
-    size (resize scale 1) with the data's mean/std, whatever their own preprocessing (the SSKT
-    reference's 3D code fed 112x112 clip frames normalised the clip's way to ImageNet networks)."""
-    out = []
-    for source in cfg.sources:
-        if source.input == "reference":
-            source = source.model_copy(update={"resize": {"scale": 1.0}, "mean": tuple(cfg.data.mean),
-                                               "std": tuple(cfg.data.std)})
-        out.append(source)
-    return out
-
-
 class SourceOutputs:
     def __init__(self, providers: dict[str, Provider]):
         self.providers = providers
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: provider(batch) for name, provider in self.providers.items()}
+
+
+def frame_stride(cfg) -> int:
+    """Clips: the per-frame caches hold every k-th frame (k = source_cache.frame_stride) when a source is
+    cached; training then draws clips whose middle frame is one of them (engine.data.train_loader)."""
+    return cfg.source_cache.frame_stride if any(s.cache != "off" for s in cfg.sources) else 1
+
+
+def build_source_outputs(cfg, sources, train_set, view_set, accelerator) -> SourceOutputs:
+    """A provider per source (config order): live (`cache: off`), or its stored outputs on every training
+    view, built first where missing or stale (modes auto, required, rebuild)."""
+    video, device = is_video(train_set), accelerator.device
+    providers = {}
+    for source_cfg, source in zip(cfg.sources, sources):
+        if source_cfg.cache == "off":
+            providers[source.name] = LiveSource(source.to(device), accelerator.autocast,
+                                                inputs=middle_frame if video else None)
+            continue
+        if video:
+            providers[source.name] = open_frame_cache(source, train_set, view_set, cfg.data.clip_length,
+                                                      cfg.source_cache, source_cfg.cache, accelerator,
+                                                      progress=cfg.train.progress)
+        else:
+            providers[source.name] = open_cached_source(source, train_set, view_set, cfg.source_cache,
+                                                        source_cfg.cache, accelerator, progress=cfg.train.progress)
+        source.to("cpu")  # not needed on the device any more: its outputs are stored
+    return SourceOutputs(providers)

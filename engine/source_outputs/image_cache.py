@@ -38,6 +38,7 @@ from pipelines.datasets.base import ImageSet
 from foundation.h5blocks import BlockFile, early_allocation, one_line, partial_path
 from pipelines.render import render_images
 from pipelines.views import ViewSet
+from foundation.errors import UserError
 
 FORMAT_VERSION = "sskt-source-cache-v1"  # bump when the layout or the way outputs are computed changes
 DTYPE = "float16"
@@ -46,7 +47,7 @@ BLOCK_IMAGES = 4096  # (sample, view) pairs per build block: at most this much w
 BUILD_COMMAND = "python -m tools.cache_sources --config <experiment.yaml>"
 
 
-class CacheError(Exception):
+class CacheError(UserError):
     """One line naming the cache file at fault and what to do."""
 
 

@@ -1,5 +1,5 @@
-"""Target networks; importing this package registers them in models.registry.
+"""Target networks: each module registers its factories in models.registry.TARGETS, which imports
+every module here on its first lookup.
 
 Every target subclasses models.targets.base.Target, the one declared interface.
 """
-from models.targets import cifar_resnet, resnet, resnet3d, vgg  # noqa: F401  (imported for registration)

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from pipelines.datasets.base import ImageSet
+from foundation.errors import UserError
 
 if TYPE_CHECKING:
     from engine.config import DataConfig
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """One line naming the path or option at fault and how to fix it."""
 
 
