@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from engine import checkpoint
-from engine.config import Config, ConfigError, dump_config, load_config
+from engine.config import Config, ConfigError, dump_config, load_config, resumable_keys, retired_key
 from engine.data import Data, build_data
 from engine.loop import train_one_epoch
 from engine.methods import Context, Method, build_method
@@ -41,10 +41,8 @@ from pipelines.datasets import DatasetError, build_split
 # What bad input raises: each one line naming the file, key or value; the entry points exit 2 on them.
 INPUT_ERRORS = (ConfigError, DatasetError, SourceError, CacheError, ModelError)
 
-# Keys that may change when an interrupted run is resumed; anything else would mix two experiments.
-# (run.root: a runs tree copied or moved elsewhere holds the same runs.)
-RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.channels_last", "train.resume", "train.checkpoint_every",
-                     "train.eval_every", "data.workers", "run.root"}
+# Keys that may change when an interrupted run is resumed (marked in the schema); anything else would mix two experiments.
+RESUMABLE_CHANGES = resumable_keys()
 
 
 def make_accelerator(cfg: Config, run_dir: Path) -> Accelerator:
@@ -144,11 +142,13 @@ def removed_if_nothing_kept(run: RunFolder, accelerator):
 
 def changed_settings(stored_file: Path, cfg: Config, may_differ=RESUMABLE_CHANGES) -> list[str]:
     """Each setting in which `cfg` differs from a run's config.yaml, as "key=<stored> there, <cfg's> now",
-    then each source whose weight file changed since the run read it (engine.run_folder.changed_inputs)."""
+    then each source whose weight file changed since the run read it (engine.run_folder.changed_inputs).
+    A stored key that the schema no longer has where it stood is no setting of `cfg` (engine.config.retired_key)."""
     stored = _flatten(yaml.safe_load(stored_file.read_text())) if stored_file.exists() else {}
     current = _flatten(cfg.model_dump(mode="json"))
     return [f"{k}={stored.get(k)} there, {current.get(k)} now" for k in sorted(stored.keys() | current.keys())
-            if stored.get(k) != current.get(k) and k not in may_differ] + changed_inputs(stored_file.parent)
+            if stored.get(k) != current.get(k) and k not in may_differ
+            and not (k not in current and retired_key(cfg, k))] + changed_inputs(stored_file.parent)
 
 
 def _flatten(node, prefix=""):
@@ -173,8 +173,7 @@ def read_inputs(cfg: Config) -> tuple[dict, list]:
             if str(e) not in map(str, problems):
                 problems.append(e)
 
-    names = ("train", "test", "val") if cfg.data.val_fraction else ("train", "test")
-    splits = {name: attempt(lambda: build_split(cfg.data, name)) for name in names}
+    splits = {name: attempt(lambda: build_split(cfg.data, name)) for name in cfg.data.splits}
     sources = [attempt(lambda: load_source(source_cfg, i)) for i, source_cfg in enumerate(source_configs(cfg))]
     if len(problems) == 1:
         raise problems[0]

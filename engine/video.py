@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from engine.data import Data
 from engine.source_outputs.frame_cache import open_frame_cache
-from engine.schema import ConfigError
 from engine.source_outputs import LiveSource, SourceOutputs, middle_frame
 from pipelines.loaders import build_clip_loader
 from pipelines.plan import ClipPlan
@@ -36,11 +35,9 @@ from pipelines.views import ClipViewSet
 
 
 def clip_view_sets(cfg) -> tuple[ClipViewSet, ClipViewSet]:
-    """(training views, the evaluation view: centre crop) at data.sample_size."""
-    try:
-        return ClipViewSet(count=cfg.data.views, size=cfg.data.sample_size), ClipViewSet(count=1, size=cfg.data.sample_size)
-    except ValueError as e:
-        raise ConfigError(f"data.views: {e}") from None
+    """(training views, the evaluation view: centre crop) at data.sample_size (the data section's schema
+    checked data.views against ClipViewSet)."""
+    return ClipViewSet(count=cfg.data.views, size=cfg.data.sample_size), ClipViewSet(count=1, size=cfg.data.sample_size)
 
 
 def build_video_data(cfg, splits: dict, sources, accelerator) -> Data:

@@ -2,6 +2,10 @@
 
     foundation.files      atomic, durable file writes (the one writer) and file content hashes
     foundation.h5blocks   the resumable HDF5 block writer of long jobs (source caches, frame stores)
+    foundation.errors     UserError, the base of every error bad input raises (exit status 2)
+    foundation.schema     config schema building blocks (pydantic): Strict, registered, field markers,
+                          one-line validation errors (ConfigError)
+    foundation.config_files  YAML config files with bases (includes), merged
 
 Nothing here imports the project's other packages.
 """

@@ -43,7 +43,7 @@ from PIL import Image
 from torchvision.models import resnet50
 
 from engine.checkpoint import save_deployed
-from engine.config import Config, DataConfig, SourceCacheConfig, SourceConfig
+from engine.config import Config, ImageDataConfig, SourceCacheConfig, SourceConfig
 from engine.loop import train_one_epoch
 from engine.methods import Context, build_method
 from engine.provenance import dated_path, provenance
@@ -104,7 +104,7 @@ def time_training(accelerator, images: ImageSet, view_set, sources, providers, s
 
 
 def bench_training(args, workdir: Path, accelerator) -> dict:
-    data_cfg = DataConfig(dataset="procedural", root=workdir / "data",
+    data_cfg = ImageDataConfig(dataset="procedural", root=workdir / "data",
                           procedural={"label": "shape", "train_size": args.steps * args.batch, "test_size": 8})
     images = build_split(data_cfg, "train")
     view_set = ViewSet(pad=4, count=2)

@@ -42,9 +42,9 @@ class Skip(Exception):
 # ---------------------------------------------------------------- the checks
 
 def tiny_images(folder: Path, count: int):
-    from engine.config import DataConfig
+    from engine.config import ImageDataConfig
     from pipelines.datasets import build_split
-    return build_split(DataConfig(dataset="procedural", root=folder / "data",
+    return build_split(ImageDataConfig(dataset="procedural", root=folder / "data",
                                   procedural={"label": "shape", "train_size": count, "test_size": 8}), "train")
 
 
