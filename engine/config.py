@@ -209,7 +209,7 @@ def apply_override(raw: dict, item: str, path: Path) -> tuple[str, ...]:
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        at = f" at column {mark.column + 1 + len(key) + 1}" if mark else ""
+        at = f" at column {len(key) + 2 + mark.column}" if mark else ""  # 1-based, in the whole key=value
         raise ConfigError(f"override {item!r}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
     if isinstance(node, list):
         _child(node, last, key, create=False, item=item)

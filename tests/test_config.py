@@ -116,6 +116,10 @@ def test_the_data_set_picks_the_image_or_video_section(tmp_path):
     assert load_config(write(tmp_path, VIDEO), ["data.dataset=frames"]).data.dataset == "frames"
     assert load_config(write(tmp_path, BASE), ["data.val_fraction=0.2"]).data.splits == ("train", "test", "val")
     assert image.splits == video.splits == ("train", "test")
+    with pytest.raises(ValueError, match="ucf101 is a video data set: its section is VideoDataConfig"):
+        ImageDataConfig(dataset="ucf101")
+    with pytest.raises(ValueError, match="unknown video data set 'cifar10'; known: frames, hmdb51, ucf101"):
+        VideoDataConfig(dataset="cifar10")
     # each section holds only its own keys
     assert {"pad", "val_fraction", "download", "image_size", "procedural"}.isdisjoint(VideoDataConfig.model_fields)
     assert {"split", "clip_length", "sample_size", "val_clips"}.isdisjoint(ImageDataConfig.model_fields)

@@ -54,6 +54,13 @@ class ImageDataConfig(BaseDataConfig):
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     procedural: dict = Field(default_factory=dict)  # options of the embedded procedural data set
 
+    @field_validator("dataset")
+    @classmethod
+    def _images(cls, dataset):
+        if dataset in VIDEO_READERS:  # only when built directly: in a config, the data set picks the section
+            raise ValueError(f"{dataset} is a video data set: its section is VideoDataConfig")
+        return dataset
+
     @field_validator("views")
     @classmethod
     def _views_fit_pad(cls, views, info):
