@@ -93,6 +93,7 @@ class Located:
 
 
 def locate(model: type[BaseModel], loc: tuple) -> Located:
+    """Follow a pydantic error location (field names, list indices, union tags) through `model`'s sections."""
     parts, section, tag, siblings = [], model, None, None
     rest = list(loc)
     while rest:
