@@ -59,10 +59,6 @@ def resolve_sources(cfg) -> list:
     return resolved
 
 
-def split_names(cfg) -> tuple[str, ...]:
-    return ("train", "test", "val") if getattr(cfg.data, "val_fraction", 0) else ("train", "test")
-
-
 def read_inputs(cfg, splits: tuple[str, ...] | None = None, sources: bool = True) -> tuple[dict, list]:
     """The named splits (default: every split of the config) and, with `sources`, the loaded sources; every
     missing or bad input in one error, one line each, rather than one per attempt."""
@@ -76,7 +72,7 @@ def read_inputs(cfg, splits: tuple[str, ...] | None = None, sources: bool = True
                 problems.append(e)
 
     read_splits = {}
-    for name in splits or split_names(cfg):
+    for name in splits or cfg.data.splits:
         read_splits[name] = attempt(lambda: build_split(cfg.data, name))
         if read_splits[name] is None:
             break  # the other splits live in the same data root: one line says where the data set goes

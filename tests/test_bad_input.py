@@ -10,7 +10,8 @@ from accelerate.state import AcceleratorState, GradientState
 
 from engine import reruns, trainer
 from engine import train as train_module
-from engine.config import ConfigError, DataConfig, ResizeConfig, SourceCacheConfig, SourceConfig, TrainConfig, load_config
+from engine.config import (ConfigError, ImageDataConfig, ResizeConfig, SourceCacheConfig, SourceConfig, TrainConfig,
+                           VideoDataConfig, load_config)
 from engine.optim import OptimConfig
 from engine.run_folder import RunFolder
 from pipelines.datasets import DatasetError, build_split
@@ -34,10 +35,15 @@ BAD = [
     ("data.val_fraction=-0.1", "data.val_fraction"),
     ("data.loader=gpu", "data.loader"),
     ("data.std=[0.2, 0, 0.2]", "data.std"),
-    ("data.split=4", "data.split"),
-    ("data.clip_length=0", "data.clip_length"),
-    ("data.sample_size=0", "data.sample_size"),
-    ("data.val_clips=-1", "data.val_clips"),
+    ("data.procedural={size: 3}", "data.procedural"),
+    ("data={dataset: ucf101, split: 4}", "data.split"),
+    ("data={dataset: ucf101, clip_length: 0}", "data.clip_length"),
+    ("data={dataset: ucf101, sample_size: 0}", "data.sample_size"),
+    ("data={dataset: ucf101, val_clips: -1}", "data.val_clips"),
+    ("data={dataset: ucf101, views: 51}", "data.views"),
+    ("data={dataset: ucf101, views: 3}", "data.views"),
+    ("data={dataset: ucf101, val_fraction: 0.1}", "data.val_fraction"),
+    ("data={dataset: cifar10, val_clips: 3}", "data.val_clips"),
     ("model.shortcut=C", "model.shortcut"),
     ("model.ft_begin_index=7", "model.ft_begin_index"),
     ("train.epochs=0", "train.epochs"),
@@ -45,7 +51,7 @@ BAD = [
     ("train.precision=fp8", "train.precision"),
     ("train.channels_last=nhwc", "train.channels_last"),
     ("train.grad_accum=0", "train.grad_accum"),
-    ("train.resume=always", "train.resume"),
+    ("run.resume=always", "run.resume"),
     ("train.checkpoint_every=-1", "train.checkpoint_every"),
     ("train.eval_every=0", "train.eval_every"),
     ("optim.name=lamb", "optim.name"),
@@ -83,8 +89,8 @@ BAD = [
     ("method={name: dml, temperature: -1}", "method.temperature"),
 ]
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "optim": OptimConfig, "sources.0": SourceConfig,
-            "sources.0.resize": ResizeConfig, "source_cache": SourceCacheConfig}
+SECTIONS = [("data", ImageDataConfig), ("data", VideoDataConfig), ("train", TrainConfig), ("optim", OptimConfig),
+            ("sources.0", SourceConfig), ("sources.0.resize", ResizeConfig), ("source_cache", SourceCacheConfig)]
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +125,7 @@ def test_loader_names_come_from_the_registry(tiny_config, capsys):
 def test_every_constrained_field_has_a_row():
     """A new Literal, range or validated field in a config section needs a bad value in BAD."""
     covered = {key for _, key in BAD}
-    for prefix, model in SECTIONS.items():
+    for prefix, model in SECTIONS:
         validated = {f for d in model.__pydantic_decorators__.field_validators.values() for f in d.info.fields}
         for name, field in model.model_fields.items():
             text = repr(field.annotation) + repr(field.metadata)
@@ -178,7 +184,7 @@ def test_offline_download_says_where_files_go_and_come_from(tmp_path, monkeypatc
         raise urllib.error.URLError("[Errno -2] Name or service not known")
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(DatasetError) as failure:
-        build_split(DataConfig(dataset="cifar10", root=tmp_path, download=True), "train")
+        build_split(ImageDataConfig(dataset="cifar10", root=tmp_path, download=True), "train")
     message = str(failure.value)
     assert "\n" not in message and "URLError" in message
     assert f"{tmp_path}/cifar-10-batches-py/{{data_batch_1, data_batch_2" in message

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torchvision.datasets
 from PIL import Image
+from pydantic import ValidationError
 
-from engine.config import DataConfig
+from engine.config import ImageDataConfig
 from pipelines.datasets import DatasetError, build_split, procedural
 
 # --- CIFAR ----------------------------------------------------------------------------------
@@ -65,7 +66,7 @@ def write_cifar100(root: Path, bytes_keys: bool = False) -> dict[str, tuple[np.n
 def test_cifar_pixels_and_labels(tmp_path, dataset, writer, num_classes, bytes_keys):
     written = writer(tmp_path, bytes_keys)
     for split in ("train", "test"):
-        s = build_split(DataConfig(dataset=dataset, root=tmp_path), split)
+        s = build_split(ImageDataConfig(dataset=dataset, root=tmp_path), split)
         rows, labels = written[split]
         assert s.images.shape == (len(rows), 32, 32, 3) and s.images.dtype == np.uint8
         assert s.image_size == (32, 32) and s.num_classes == num_classes == len(s.class_names)
@@ -82,7 +83,7 @@ def test_cifar_matches_torchvision(tmp_path, monkeypatch, dataset, writer, cls):
     # torchvision only accepts the official files' md5s; skip that check to read our fixture with it.
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
     for split in ("train", "test"):
-        ours = build_split(DataConfig(dataset=dataset, root=tmp_path), split)
+        ours = build_split(ImageDataConfig(dataset=dataset, root=tmp_path), split)
         theirs = getattr(torchvision.datasets, cls)(str(tmp_path), train=split == "train")
         np.testing.assert_array_equal(ours.images, theirs.data)
         assert ours.labels.tolist() == list(theirs.targets) and ours.class_names == theirs.classes
@@ -97,11 +98,11 @@ def test_cifar_download_only_when_asked(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", fake_cifar10)
     with pytest.raises(DatasetError, match="download=true"):
-        build_split(DataConfig(dataset="cifar10", root=tmp_path), "train")
+        build_split(ImageDataConfig(dataset="cifar10", root=tmp_path), "train")
     assert calls == []
-    s = build_split(DataConfig(dataset="cifar10", root=tmp_path, download=True), "test")
+    s = build_split(ImageDataConfig(dataset="cifar10", root=tmp_path, download=True), "test")
     assert len(s) == 3 and calls == [(str(tmp_path), False, True)]
-    build_split(DataConfig(dataset="cifar10", root=tmp_path, download=True), "test")
+    build_split(ImageDataConfig(dataset="cifar10", root=tmp_path, download=True), "test")
     assert len(calls) == 1  # files present: no second download
 
 
@@ -111,14 +112,14 @@ def test_failed_download_is_a_dataset_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "STL10", offline)
     with pytest.raises(DatasetError, match=r"stl10: download into .* failed: RuntimeError"):
-        build_split(DataConfig(dataset="stl10", root=tmp_path, download=True), "train")
+        build_split(ImageDataConfig(dataset="stl10", root=tmp_path, download=True), "train")
 
 
 def test_corrupt_cifar_batch(tmp_path):
     write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(DatasetError, match="test_batch"):
-        build_split(DataConfig(dataset="cifar10", root=tmp_path), "test")
+        build_split(ImageDataConfig(dataset="cifar10", root=tmp_path), "test")
 
 
 # --- STL-10 ---------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def test_stl10_pixels_and_labels(tmp_path, monkeypatch):
     written = write_stl10(tmp_path)
     monkeypatch.setattr(torchvision.datasets.STL10, "_check_integrity", lambda self: True)
     for split in ("train", "test"):
-        s = build_split(DataConfig(dataset="stl10", root=tmp_path), split)
+        s = build_split(ImageDataConfig(dataset="stl10", root=tmp_path), split)
         expected, labels = written[split]
         np.testing.assert_array_equal(s.images, expected)
         assert s.images[0, 1, 2].tolist() == [200, 100, 50]  # H, W position and channel order
@@ -169,7 +170,7 @@ def test_stl10_truncated_file(tmp_path):
     x = tmp_path / "stl10_binary" / "test_X.bin"
     x.write_bytes(x.read_bytes()[:-5])
     with pytest.raises(DatasetError, match="test_X.bin"):
-        build_split(DataConfig(dataset="stl10", root=tmp_path), "test")
+        build_split(ImageDataConfig(dataset="stl10", root=tmp_path), "test")
 
 
 # --- VOC 2007 -------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ def write_voc(root: Path) -> Path:
 
 def test_voc_multilabel(tmp_path):
     write_voc(tmp_path)
-    train = build_split(DataConfig(dataset="voc2007", root=tmp_path, image_size=64), "train")
+    train = build_split(ImageDataConfig(dataset="voc2007", root=tmp_path, image_size=64), "train")
     assert train.multilabel and train.labels.dtype == np.float32 and train.labels.shape == (2, 20)
     names = train.class_names
     assert len(names) == 20 and names[0] == "aeroplane" and names[-1] == "tvmonitor"
@@ -208,7 +209,7 @@ def test_voc_multilabel(tmp_path):
     img = train.load_image(1)
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and img[..., 0].min() > 200
 
-    test = build_split(DataConfig(dataset="voc2007", root=tmp_path), "test")
+    test = build_split(ImageDataConfig(dataset="voc2007", root=tmp_path), "test")
     assert test.image_size == (224, 224) and test.load_image(0).shape == (224, 224, 3)
     assert [names[j] for j in np.flatnonzero(test.labels[0])] == ["car", "tvmonitor"]
 
@@ -217,14 +218,14 @@ def test_voc_malformed_xml_names_the_file(tmp_path):
     base = write_voc(tmp_path)
     (base / "Annotations" / "000007.xml").write_text("<annotation><object><name>cat</name></annotation>")
     with pytest.raises(DatasetError, match="000007.xml"):
-        build_split(DataConfig(dataset="voc2007", root=tmp_path), "train")
+        build_split(ImageDataConfig(dataset="voc2007", root=tmp_path), "train")
 
 
 def test_voc_missing_jpeg(tmp_path):
     base = write_voc(tmp_path)
     (base / "JPEGImages" / "000009.jpg").unlink()
     with pytest.raises(DatasetError, match="000009.jpg"):
-        build_split(DataConfig(dataset="voc2007", root=tmp_path), "test")
+        build_split(ImageDataConfig(dataset="voc2007", root=tmp_path), "test")
 
 
 # --- common ---------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_voc_missing_jpeg(tmp_path):
 def test_missing_root_names_the_path(tmp_path, dataset):
     root = tmp_path / "nowhere"
     with pytest.raises(DatasetError) as err:
-        build_split(DataConfig(dataset=dataset, root=root), "train")
+        build_split(ImageDataConfig(dataset=dataset, root=root), "train")
     message = str(err.value)
     assert str(root) in message and "download=true" in message and "\n" not in message
 
@@ -242,19 +243,19 @@ def test_missing_file_names_the_file(tmp_path):
     write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DatasetError, match=r"cifar10: missing \S*cifar-10-batches-py/data_batch_3; unpack https:"):
-        build_split(DataConfig(dataset="cifar10", root=tmp_path), "train")
+        build_split(ImageDataConfig(dataset="cifar10", root=tmp_path), "train")
 
 
 def test_limit_cuts_train_only(tmp_path):
     write_cifar10(tmp_path)
-    cfg = DataConfig(dataset="cifar10", root=tmp_path, limit=4)
+    cfg = ImageDataConfig(dataset="cifar10", root=tmp_path, limit=4)
     assert len(build_split(cfg, "train")) == 4 and len(build_split(cfg, "test")) == 3
 
 
 # --- procedural -----------------------------------------------------------------------------
 
-def proc_cfg(root: Path, **options) -> DataConfig:
-    return DataConfig(dataset="procedural", root=root, procedural={"train_size": 60, "test_size": 40, **options})
+def proc_cfg(root: Path, **options) -> ImageDataConfig:
+    return ImageDataConfig(dataset="procedural", root=root, procedural={"train_size": 60, "test_size": 40, **options})
 
 
 def test_procedural_shapes_and_labelings(tmp_path):
@@ -335,8 +336,8 @@ def test_procedural_label_only_in_the_drawn_shape():
 @pytest.mark.parametrize("options,match", [({"size": 3}, "'size'"), ({"label": "colour"}, "label"),
                                            ({"train_size": -1}, "train_size"), ({"seed": "x"}, "seed")])
 def test_procedural_bad_options(tmp_path, options, match):
-    with pytest.raises(DatasetError, match=match):
-        build_split(DataConfig(dataset="procedural", root=tmp_path, procedural=options), "train")
+    with pytest.raises(ValidationError, match=match):  # the data section's schema checks them, before any work
+        ImageDataConfig(dataset="procedural", root=tmp_path, procedural=options)
 
 
 def test_procedural_cache_reused_and_corrupt_regenerated(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from pipelines.datasets.base import ImageSet
 from foundation.errors import UserError
 
 if TYPE_CHECKING:
-    from engine.config import DataConfig
+    from pipelines.datasets.schema import BaseDataConfig
 
 
 class DatasetError(UserError):
@@ -57,7 +57,7 @@ def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable
 # Imported after DatasetError and ensure_files: the readers import them from this package.
 from pipelines.datasets import cifar, procedural, stl10, video, voc  # noqa: E402
 
-Reader = Callable[["DataConfig", str], "ImageSet | video.VideoSet"]
+Reader = Callable[["BaseDataConfig", str], "ImageSet | video.VideoSet"]
 
 READERS: dict[str, Reader] = {
     "cifar10": cifar.read_cifar10,
@@ -77,7 +77,7 @@ def is_video(dataset) -> bool:
     return isinstance(dataset, video.VideoSet)
 
 
-def build_split(data_cfg: "DataConfig", split: str) -> "ImageSet | video.VideoSet":
+def build_split(data_cfg: "BaseDataConfig", split: str) -> "ImageSet | video.VideoSet":
     """`val` is the fraction `data.val_fraction` of the training set (the same samples every time), and
     `train` then the rest; the test split is never cut."""
     if split not in SPLITS:
@@ -90,10 +90,7 @@ def build_split(data_cfg: "DataConfig", split: str) -> "ImageSet | video.VideoSe
         return images
     if data_cfg.limit is not None:  # quick trials
         images = images.subset(data_cfg.limit)
-    fraction = getattr(data_cfg, "val_fraction", 0.0)
-    if fraction and is_video(images):
-        raise DatasetError("data.val_fraction: a validation split is for image data sets; video runs report "
-                           "the reference's validation clips (data.val_clips) instead")
+    fraction = getattr(data_cfg, "val_fraction", 0.0)  # images only: video runs have data.val_clips
     if not fraction:
         if split == "val":
             raise ValueError("split 'val' needs data.val_fraction > 0")

@@ -16,7 +16,7 @@ from pipelines.datasets import DatasetError, ensure_files
 from pipelines.datasets.base import ImageSet
 
 if TYPE_CHECKING:
-    from engine.config import DataConfig
+    from pipelines.datasets.schema import ImageDataConfig
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,15 @@ CIFAR100 = CifarLayout("cifar100", "cifar-100-python", ("train",), ("test",), "m
                        "fine_label_names", "fine_labels", "CIFAR100")
 
 
-def read_cifar10(data_cfg: "DataConfig", split: str) -> ImageSet:
+def read_cifar10(data_cfg: "ImageDataConfig", split: str) -> ImageSet:
     return read_cifar(CIFAR10, data_cfg, split)
 
 
-def read_cifar100(data_cfg: "DataConfig", split: str) -> ImageSet:
+def read_cifar100(data_cfg: "ImageDataConfig", split: str) -> ImageSet:
     return read_cifar(CIFAR100, data_cfg, split)
 
 
-def read_cifar(layout: CifarLayout, data_cfg: "DataConfig", split: str) -> ImageSet:
+def read_cifar(layout: CifarLayout, data_cfg: "ImageDataConfig", split: str) -> ImageSet:
     root = Path(data_cfg.root)
     folder = root / layout.folder
     batch_names = layout.train_files if split == "train" else layout.test_files

@@ -14,14 +14,14 @@ from pipelines.datasets import DatasetError, ensure_files
 from pipelines.datasets.base import ImageSet
 
 if TYPE_CHECKING:
-    from engine.config import DataConfig
+    from pipelines.datasets.schema import ImageDataConfig
 
 FOLDER = "stl10_binary"
 SIZE = 96
 DEFAULT_CLASS_NAMES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 
 
-def read_stl10(data_cfg: "DataConfig", split: str) -> ImageSet:
+def read_stl10(data_cfg: "ImageDataConfig", split: str) -> ImageSet:
     root = Path(data_cfg.root)
     folder = root / FOLDER
     x_path, y_path = folder / f"{split}_X.bin", folder / f"{split}_y.bin"

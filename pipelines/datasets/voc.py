@@ -15,7 +15,7 @@ from pipelines.datasets import DatasetError, ensure_files
 from pipelines.datasets.base import ImageSet
 
 if TYPE_CHECKING:
-    from engine.config import DataConfig
+    from pipelines.datasets.schema import ImageDataConfig
 
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -25,7 +25,7 @@ DEFAULT_SIZE = 224
 IMAGE_SETS = {"train": "trainval", "test": "test"}
 
 
-def read_voc2007(data_cfg: "DataConfig", split: str) -> ImageSet:
+def read_voc2007(data_cfg: "ImageDataConfig", split: str) -> ImageSet:
     root = Path(data_cfg.root)
     base = root / "VOCdevkit" / "VOC2007"
     image_set = IMAGE_SETS[split]
