@@ -80,14 +80,29 @@ class SourceConfig(Strict):
     mean: tuple[float, float, float] | None = None
     std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
     cache: Literal["off", "auto", "required", "rebuild"] = "auto"
-    # Video: what the source sees of a clip's middle frame. own: its own resize and mean/std (above);
-    # reference: the clip itself (its size, data.mean/std), as the SSKT reference's 3D code did.
-    input: Literal["own", "reference"] = "own"
+    # What the source sees of the target's input (for clips: of the middle frame); engine.experiment.resolve_sources.
+    #   own        its own resize and mean/std (above)
+    #   frame      the input at its size (the clip's 112x112), normalised with the source's own mean/std; cacheable
+    #   reference  the SSKT reference's 3D sources: the input at its size, the data's mean/std (0-255 minus the
+    #              ActivityNet mean) and BatchNorm on each batch's statistics (train mode): live only (cache: off)
+    input: Literal["own", "frame", "reference"] = "own"
 
     @field_validator("cache", mode="before")
     @classmethod
     def _yaml_off(cls, value):
         return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+    @model_validator(mode="after")
+    def _input_policy(self):
+        if self.input == "reference" and self.cache != "off":
+            raise ValueError("input: reference normalises each batch with its own BatchNorm statistics, so its "
+                             "outputs cannot be cached; set cache: off, or use input: frame (cacheable)")
+        if self.input != "own" and self.resize is not None:
+            raise ValueError(f"resize: input: {self.input} sees the target's input at its own size; "
+                             f"remove resize or use input: own")
+        if self.input == "reference" and (self.mean is not None or self.std is not None):
+            raise ValueError("mean/std: input: reference normalises with data.mean/std; remove them or use input: frame")
+        return self
 
 
 class TrainConfig(Strict):

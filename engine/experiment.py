@@ -47,12 +47,17 @@ def make_accelerator(cfg, project_dir: Path | str | None = None) -> Accelerator:
 
 
 def resolve_sources(cfg) -> list:
-    """The sources' configs as they are loaded: `input: reference` sources see the target's own input, at its
-    size (resize scale 1) with the data's mean/std, whatever their own preprocessing (the SSKT reference's 3D
-    code fed 112x112 clip frames normalised the clip's way to ImageNet networks)."""
+    """The sources' configs as they are loaded, by `input` (models.sources.FrozenSource computes what they say):
+    own        as configured (its own resize and mean/std, else its checkpoint's, else scale 7/3 and ImageNet's);
+    frame      the target's input at its size (resize scale 1), normalised the source's own way, eval-mode
+               BatchNorm: the paper's 3D sources, cacheable (see tools.source_fidelity for why);
+    reference  the target's input at its size with the data's mean/std and BatchNorm on batch statistics, as the
+               SSKT reference's 3D code ran its sources (train mode, on 0-255 clips minus the ActivityNet mean)."""
     resolved = []
     for source in cfg.sources:
-        if source.input == "reference":
+        if source.input == "frame":
+            source = source.model_copy(update={"resize": {"scale": 1.0}})
+        elif source.input == "reference":
             source = source.model_copy(update={"resize": {"scale": 1.0}, "mean": tuple(cfg.data.mean),
                                                "std": tuple(cfg.data.std)})
         resolved.append(source)

@@ -4,6 +4,9 @@ A source takes the target's images (uint8 pixels or float in [0, 1], NCHW, at th
 resizes and normalizes them its own way and returns float32 logits. It never
 trains: BatchNorm statistics stay fixed whatever `train()` is called with (the
 reference implementation left sources in train mode, so their statistics drifted).
+One input policy (`input: reference`, engine.experiment.resolve_sources) reproduces that reference:
+its BatchNorm layers normalise with each batch's own statistics (and still never update their
+running statistics), so its outputs depend on the batch and are never cached.
 
 Weight files come in three formats (`SourceConfig.format`):
   torchvision  a torchvision weights enum name (IMAGENET1K_V1), found in or fetched to
@@ -20,6 +23,7 @@ otherwise mean/std default to ImageNet's and resize to scale 7/3 (the paper's CI
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -39,7 +43,7 @@ from foundation.errors import UserError
 
 PLACES365_URL = "http://places2.csail.mit.edu/models_places365/{arch}_places365.pth.tar"
 # Bump when the preprocessing or forward changes, so caches keyed by fingerprint() go stale.
-_FINGERPRINT_VERSION = "sskt-source-v1"
+_FINGERPRINT_VERSION = "sskt-source-v2"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DEFAULT_RESIZE_SCALE = 7 / 3
 
@@ -55,7 +59,7 @@ class Resize(NamedTuple):
 
 class FrozenSource(nn.Module):
     def __init__(self, name: str, net: nn.Module, *, arch: str, weights_path: Path, num_classes: int,
-                 resize: Resize, mean, std, weights_sha256: str | None = None):
+                 resize: Resize, mean, std, weights_sha256: str | None = None, input: str = "own"):
         super().__init__()
         self.name = name
         self.arch = arch
@@ -68,6 +72,9 @@ class FrozenSource(nn.Module):
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.normalize = Normalize(self.mean, self.std)
+        self.input = input  # the input policy it was resolved under: part of the cache key
+        # The SSKT reference's sources ran in train mode: BatchNorm on the batch's statistics.
+        self.batch_statistics = input == "reference"
         self.net = net
         for p in self.parameters():
             p.requires_grad_(False)
@@ -88,7 +95,8 @@ class FrozenSource(nn.Module):
             size = self.input_size(*x.shape[-2:])
             if size != tuple(x.shape[-2:]):
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
-            logits = self.net(self.normalize(x))
+            with batch_statistics(self.net) if self.batch_statistics else contextlib.nullcontext():
+                logits = self.net(self.normalize(x))
             if not isinstance(logits, torch.Tensor):  # a registry target may return a tuple / NamedTuple
                 logits = logits.logits if hasattr(logits, "logits") else logits[0]
             logits = logits.float()
@@ -104,11 +112,28 @@ class FrozenSource(nn.Module):
             "resize": self.resize._asdict(),
             "mean": self.mean,
             "std": self.std,
+            "input": self.input,
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, arch={self.arch!r}, weights={str(self.weights_path)!r}, resize={tuple(self.resize)}"
+        return (f"name={self.name!r}, arch={self.arch!r}, weights={str(self.weights_path)!r}, "
+                f"resize={tuple(self.resize)}, input={self.input!r}")
+
+
+@contextlib.contextmanager
+def batch_statistics(net: nn.Module):
+    """BatchNorm layers of `net` normalise with each batch's statistics (train-mode BatchNorm) and leave their
+    running statistics untouched (track_running_stats off: no running buffer is read or written)."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in norms]
+    for m in norms:
+        m.training, m.track_running_stats = True, False
+    try:
+        yield
+    finally:
+        for m, (training, track) in zip(norms, saved):
+            m.training, m.track_running_stats = training, track
 
 
 class SourceSpec(NamedTuple):
@@ -121,6 +146,7 @@ class SourceSpec(NamedTuple):
     resize: Any = None
     mean: tuple | None = None
     std: tuple | None = None
+    input: str = "own"
 
 
 def load_deployed(path: Path | str) -> tuple[FrozenSource, dict]:
@@ -158,7 +184,8 @@ def load_source(cfg, index: int | None = None) -> FrozenSource:
     _load_state(where, path, net, state_dict)
     return FrozenSource(name, net, arch=arch, weights_path=path, num_classes=int(num_classes), resize=resize,
                         mean=cfg.mean or meta.get("mean") or IMAGENET_MEAN,
-                        std=cfg.std or meta.get("std") or IMAGENET_STD, weights_sha256=sha)
+                        std=cfg.std or meta.get("std") or IMAGENET_STD, weights_sha256=sha,
+                        input=getattr(cfg, "input", "own"))
 
 
 def _resize(where: str, given, input_size) -> Resize:
