@@ -25,7 +25,7 @@ ACCELERATE = $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) 
              --mixed_precision no --dynamo_backend no -m
 LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(if $(GPU),$(ACCELERATE),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m))
 
-.PHONY: help setup test train demo demo-sources demo-sources-check demo-video demo-video-data cache bench preprocess-video reproduce results gpu-check \
+.PHONY: help setup test train demo demo-sources demo-sources-check demo-video demo-video-data cache bench source-fidelity preprocess-video reproduce results gpu-check \
         evaluate predict clean-runs
 
 help: ## this list
@@ -82,6 +82,11 @@ cache: setup $(DEMO_DEPS) ## build CONFIG's source-output caches ahead of traini
 # Figures go to a new dated file; OUT=bench/results.json updates the tracked one.
 bench: setup ## throughput figures: bench/results-<time>.json (OUT=bench/results.json: the tracked file)
 	$(PY) -m tools.bench $(if $(OUT),--out $(OUT))
+
+# How closely the 3D configs' source input policies reproduce the SSKT reference's train-mode sources, on
+# stand-in ResNet-50s (tools/source_fidelity.py): a table, and bench/source_fidelity.json.
+source-fidelity: setup ## 3D sources: each input policy's targets vs the reference's (ARGS="--seeds 3")
+	$(PY) -m tools.source_fidelity $(ARGS)
 
 # Decode a video data set once into an HDF5 frame store (exit status 3: finished, some videos failed).
 #   make preprocess-video DATASET=ucf101 ROOT=data/UCF-101 OUT=data/ucf101.h5 [ARGS="--workers 8"]

@@ -69,6 +69,7 @@ BAD = [
     ("optim.plateau_patience=-1", "optim.plateau_patience"),
     ("optim.plateau_factor=1.5", "optim.plateau_factor"),
     ("sources.0.input=raw", "sources.0.input"),
+    ("sources.0.input=frame", "sources.0: resize: input: frame"),
     ("source_cache.frame_stride=0", "source_cache.frame_stride"),
     ("sources.0.format=onnx", "sources.0.format"),
     ("sources.0.cache=sometimes", "sources.0.cache"),
