@@ -24,6 +24,7 @@ import torch
 from accelerate import Accelerator
 
 from engine import data
+from engine.config import ResizeConfig
 from engine.evaluation import Evaluator, build_evaluator, primary_metric
 from engine.methods import Context, Method, build_method
 from engine.schema import ConfigError
@@ -56,9 +57,9 @@ def resolve_sources(cfg) -> list:
     resolved = []
     for source in cfg.sources:
         if source.input == "frame":
-            source = source.model_copy(update={"resize": {"scale": 1.0}})
+            source = source.model_copy(update={"resize": ResizeConfig(scale=1.0)})
         elif source.input == "reference":
-            source = source.model_copy(update={"resize": {"scale": 1.0}, "mean": tuple(cfg.data.mean),
+            source = source.model_copy(update={"resize": ResizeConfig(scale=1.0), "mean": tuple(cfg.data.mean),
                                                "std": tuple(cfg.data.std)})
         resolved.append(source)
     return resolved

@@ -54,37 +54,46 @@ def training_targets(weights, clips, overrides=()) -> dict[str, torch.Tensor]:
     return {s.name: LiveSource(s, contextlib.nullcontext, inputs=middle_frame)({"image": clips}) for s in sources}
 
 
-def reference_targets(weights, clips) -> dict[str, torch.Tensor]:
+def reference_targets(weights, clips, batch: int = FRAMES) -> dict[str, torch.Tensor]:
     """The SSKT reference's: train-mode sources on 0-255 middle frames minus the ActivityNet mean, per GPU batch."""
     cfg = paper_config(weights)
-    return {s.name: reference_outputs(load_source(s, i), middle_frame(clips), cfg.data.mean, batch=FRAMES)
+    return {s.name: reference_outputs(load_source(s, i), middle_frame(clips), cfg.data.mean, batch=batch)
             for i, s in enumerate(resolve_sources(cfg))}
 
 
-def test_paper_3d_targets_are_close_to_the_reference(weights, clips):
-    """Bounds from tools.source_fidelity (ResNet-50s, medians over seeds): input: frame stays within KL 0.1 of the
-    reference with >= 80% top-1 agreement and no loss of entropy; eval mode on 0-255 frames gives KL in the
-    thousands and one-hot targets. Every paper 3D config resolves its sources as the one measured here."""
-    reference, targets = reference_targets(weights, clips), training_targets(weights, clips)
-    for name, logits in targets.items():
-        m = compare(reference[name], logits)
-        assert m["kl"] < 0.1 and m["top1_agreement"] >= 0.8, (name, m)
-        assert m["entropy"] > 0.7 * m["reference_entropy"] > 0.5, (name, m)  # not degenerate
-    paper = [[s.model_dump() for s in resolve_sources(load_config(p))] for p in PAPER_3D]
+@pytest.fixture(scope="module")
+def reference(weights, clips) -> tuple[dict, dict]:
+    """The reference's targets, and how far its own targets move on per-GPU batches of half the size (KL): the
+    scale the policies are judged on (the stand-ins are far more sensitive to BatchNorm statistics than trained
+    networks: random filters make features nearly alike, and the classifier is scaled up to separate them)."""
+    targets, halves = reference_targets(weights, clips), reference_targets(weights, clips, FRAMES // 2)
+    return targets, {name: compare(targets[name], halves[name])["kl"] for name in targets}
+
+
+def test_paper_3d_targets_are_close_to_the_reference(weights, clips, reference):
+    """Bounds from tools.source_fidelity and this test's stand-ins over seeds: input: frame stays within ~8x the
+    reference's own batch-to-batch KL (bound 15x) and keeps ~0.6x its entropy or more (bound 0.4x); eval mode on
+    0-255 frames lands at >10,000x with one-hot targets (the next test). Top-1 agreement is not bounded: on these
+    stand-ins even the reference at another batch size agrees on only ~half the frames.
+    Every paper 3D config resolves its sources as the one measured here."""
+    targets, floor = reference
+    for name, logits in training_targets(weights, clips).items():
+        m = compare(targets[name], logits)
+        assert m["kl"] < 15 * floor[name], (name, m, floor[name])
+        assert m["entropy"] > max(0.4 * m["reference_entropy"], 0.3), (name, m)  # not degenerate
     shipped = [s.model_dump() for s in resolve_sources(load_config(PAPER_CONFIG))]
-    for path, sources in zip(PAPER_3D, paper):
-        assert all({k: v for k, v in s.items() if k not in ("name", "format", "weights")}
-                   == {k: v for k, v in shipped[0].items() if k not in ("name", "format", "weights")}
-                   for s in sources), path
+    policy = lambda s: {k: v for k, v in s.items() if k not in ("name", "format", "weights")}  # noqa: E731
+    for path in PAPER_3D:
+        assert all(policy(s.model_dump()) == policy(shipped[0]) for s in resolve_sources(load_config(path))), path
 
 
-def test_eval_mode_on_0_255_frames_is_caught(weights, clips):
-    """What the paper configs computed before (eval mode, the reference's normalisation) fails the bounds above."""
-    reference = reference_targets(weights, clips)
-    targets = training_targets(weights, clips, CANDIDATES["eval 0-255"])
-    for name, logits in targets.items():
-        m = compare(reference[name], logits)
-        assert m["kl"] > 1 and m["entropy"] < 0.1, (name, m)
+def test_eval_mode_on_0_255_frames_is_caught(weights, clips, reference):
+    """What the paper configs computed before (eval mode, the reference's normalisation) fails the bounds above
+    by orders of magnitude, with one-hot targets."""
+    targets, floor = reference
+    for name, logits in training_targets(weights, clips, CANDIDATES["eval 0-255"]).items():
+        m = compare(targets[name], logits)
+        assert m["kl"] > 1000 * floor[name] and m["entropy"] < 0.1, (name, m, floor[name])
 
 
 def test_input_reference_computes_the_reference_train_mode(weights, clips):
