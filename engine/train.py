@@ -36,7 +36,7 @@ from engine.source_outputs import source_configs
 from models.finetune import ModelError
 from models.network import count_parameters
 from models.sources import SourceError, load_source
-from pipelines.datasets import DatasetError, build_split
+from pipelines.datasets import DatasetError, build_split, has_own_val
 
 # What bad input raises: each one line naming the file, key or value; the entry points exit 2 on them.
 INPUT_ERRORS = (ConfigError, DatasetError, SourceError, CacheError, ModelError)
@@ -162,8 +162,8 @@ def _flatten(node, prefix=""):
 # ---------------------------------------------------------------- inputs, all checked before any work
 
 def read_inputs(cfg: Config) -> tuple[dict, list]:
-    """The splits (train, test, and val when data.val_fraction > 0) and the sources; every missing or bad
-    input of the config in one error, not one per attempt."""
+    """The splits (train, test, and val when data.val_fraction > 0 or the data set has its own) and the
+    sources; every missing or bad input of the config in one error, not one per attempt."""
     problems: list[Exception] = []
 
     def attempt(read):
@@ -173,7 +173,7 @@ def read_inputs(cfg: Config) -> tuple[dict, list]:
             if str(e) not in map(str, problems):
                 problems.append(e)
 
-    names = ("train", "test", "val") if cfg.data.val_fraction else ("train", "test")
+    names = ("train", "test", "val") if cfg.data.val_fraction or has_own_val(cfg.data) else ("train", "test")
     splits = {name: attempt(lambda: build_split(cfg.data, name)) for name in names}
     sources = [attempt(lambda: load_source(source_cfg, i)) for i, source_cfg in enumerate(source_configs(cfg))]
     if len(problems) == 1:
