@@ -55,10 +55,9 @@ from tqdm.auto import tqdm
 from pipelines import frame_store
 from pipelines.frame_store import FAILED, OK, SHORT, TEST, TRAIN, UNUSED, FrameStoreError
 from foundation.h5blocks import BlockFile
-from pipelines.video_frames import ENCODING, Converted, convert
+from pipelines.video_frames import ENCODING, VIDEO_SUFFIXES, Converted, convert
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 2, 3, 130
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v")
 LOG_EVERY_S = 30  # plain progress lines when stderr is not a terminal
 
 
