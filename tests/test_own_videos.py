@@ -104,3 +104,38 @@ def test_bad_trees_and_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:  # an unknown name needs its layout
         preprocess_video.main(["--dataset", "mydata", "--root", str(root), "--out", str(tmp_path / "x.h5")])
     assert exit_.value.code == 2 and "--layout" in capsys.readouterr().err
+
+
+def test_shipped_config_trains_and_predicts_a_video_folder(tree, tmp_path, capsys):
+    """configs/custom/video_folder.yaml on the store (tiny clips, one epoch); the run is named after the
+    data set, and engine.predict on the class folders goes on past the broken video."""
+    from accelerate.state import AcceleratorState, GradientState
+    import torch
+    from engine import predict as predict_module
+    from engine.config import load_config
+    from engine.train import train
+    store = tmp_path / "mydata.h5"
+    assert preprocess(tree, store, "--test-fraction", "0.5") == preprocess_video.EXIT_FAILURES
+    config = tmp_path / "video_folder.yaml"
+    config.write_text((Path(__file__).parents[1] / "configs/custom/video_folder.yaml").read_text())
+    cfg = load_config(config, [f"data.root={store}", "data.clip_length=4", "data.sample_size=16", "data.views=2",
+                               "data.batch_size=8", "data.eval_batch_size=8", "data.workers=0",
+                               "data.loader=torch", "model.target=resnet3d_10", "train.epochs=1",
+                               "train.progress=false", f"run.root={tmp_path / 'runs'}"])
+    try:
+        capsys.readouterr()
+        summary = train(cfg)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    assert f"resnet3d_10 on mydata (" in capsys.readouterr().out
+    assert summary["epochs"] == 1 and "test/video_top1" in summary["final"]
+    final = cfg.run_dir() / "checkpoints" / "final.pt"
+    assert torch.load(final, weights_only=True)["class_names"] == CLASSES
+
+    status = predict_module.main(["--checkpoint", str(final), str(tree), "--short-side", "24"])
+    out, err = capsys.readouterr()
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {tree / 'run' / 'clip1.avi'}: not a video PyAV can decode")
+    videos = sorted(str(p) for p in tree.rglob("clip*") if p.name != "clip1.avi" or p.parent.name != "run")
+    assert [line.split(": ")[0] for line in out.strip().splitlines()] == videos
