@@ -70,6 +70,8 @@ def test_classes_labels_and_pixels_from_any_size_and_mode(tmp_path):
     (lambda r: (r / "train" / "owl" / "notes.txt").write_text("x"), "{root}/train/owl/notes.txt is not an image"),
     (lambda r: (r / "test" / "cat" / "a.jpg").write_text("not a jpeg"), "{root}/test/cat/a.jpg: not an image PIL"),
     (lambda r: (r / "test" / "cat" / "z.png").write_bytes(b""), "{root}/test/cat/z.png: not an image PIL"),
+    (lambda r: Image.fromarray(np.full((8, 8), 4000, np.uint16)).save(r / "test" / "cat" / "deep.png"),
+     "{root}/test/cat/deep.png: a mode-I;16 image (more than 8 bits a channel)"),
     (lambda r: (r / "test" / "emu").mkdir(), "only in test: emu"),
     (lambda r: __import__("shutil").rmtree(r / "test" / "owl"), "only in train: owl"),
     (lambda r: (r / "train" / "x.jpg").write_bytes(b""), "{root}/train/x.jpg: files go inside a class folder"),

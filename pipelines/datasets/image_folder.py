@@ -14,8 +14,9 @@ it: a stray file is more often a mistake in the tree (a misnamed image, a mispla
 Each file's header is read (and a PNG's checksums verified) when the split is read, so a file PIL cannot
 read stops the run before training, with its path.
 
-Images may be of any size and mode (grey, palette, RGBA, CMYK): as every file data set's, they are decoded
-as RGB and resized, aspect not kept, to data.image_size x data.image_size (default 224) by
+Images may be of any size and 8-bit mode (grey, palette, RGBA, CMYK; a 16-bit or float image is an error,
+as converting it to RGB would clip it): as every file data set's, they are decoded as RGB and resized,
+aspect not kept, to data.image_size x data.image_size (default 224) by
 pipelines.datasets.base.decode_resized; the training views (pad-crops and flips) are taken from that.
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ NAME = "image_folder"
 IMAGE_SUFFIXES = IMG_EXTENSIONS  # torchvision ImageFolder's: .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp
 DEFAULT_SIZE = 224
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}  # written into folders by desktops, never data
+WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # 16/32-bit integer and float images
 
 
 def read_image_folder(data_cfg: "DataConfig", split: str) -> ImageSet:
@@ -111,10 +113,14 @@ def images_of_class(folder: Path) -> list[str]:
 def check_readable(path: str) -> None:
     try:
         with Image.open(path) as img:
+            mode = img.mode
             img.verify()
     except Exception as e:  # PIL raises many kinds (OSError, SyntaxError, ValueError ...) for bad files
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DatasetError(f"{NAME}: {path}: not an image PIL can read ({reason})") from None
+    if mode in WIDE_MODES:
+        raise DatasetError(f"{NAME}: {path}: a mode-{mode} image (more than 8 bits a channel), which PIL's RGB "
+                           f"conversion would clip at 255; convert the images to 8 bits a channel first")
 
 
 def ignored(name: str) -> bool:
