@@ -31,7 +31,7 @@ LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(if $(GPU),$(ACCELERATE),$(VENV)/
 help: ## this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: CONFIG=configs/...yaml ARGS=\"key=value ...\" NPROC=n JOBS=n SEEDS=\"0 1\" TABLE=demo CELLS=\"KD 'row/column'\" README=1"
-	@echo "             RUN=runs/<name>/seed<k> IMAGES=\"a.png b.jpg\""
+	@echo "             RUN=runs/<name>/seed<k> IMAGES=\"a.png photos/ 'shots/*.jpg'\""
 
 setup: $(VENV)/.installed ## create .venv and install requirements.txt
 
@@ -85,8 +85,9 @@ bench: setup ## throughput figures: bench/results-<time>.json (OUT=bench/results
 
 # Decode a video data set once into an HDF5 frame store (exit status 3: finished, some videos failed).
 #   make preprocess-video DATASET=ucf101 ROOT=data/UCF-101 OUT=data/ucf101.h5 [ARGS="--workers 8"]
-preprocess-video: setup ## decode DATASET=ucf101|hmdb51 ROOT=<videos> into the frame store OUT=<file.h5>
-	@test -n "$(DATASET)" -a -n "$(ROOT)" -a -n "$(OUT)" || { echo "usage: make preprocess-video DATASET=ucf101|hmdb51 ROOT=<videos> OUT=<file.h5>"; exit 2; }
+#   make preprocess-video DATASET=mydata ROOT=data/my_videos OUT=data/mydata.h5 ARGS="--layout folders"
+preprocess-video: setup ## decode DATASET=ucf101|hmdb51|<yours> ROOT=<videos> into the frame store OUT=<file.h5>
+	@test -n "$(DATASET)" -a -n "$(ROOT)" -a -n "$(OUT)" || { echo "usage: make preprocess-video DATASET=ucf101|hmdb51|<name> ROOT=<videos> OUT=<file.h5> [ARGS=\"--layout folders\"]"; exit 2; }
 	$(PY) -m tools.preprocess_video --dataset $(DATASET) --root $(ROOT) --out $(OUT) $(ARGS)
 
 # Every cell x seed of a named table (tables/TABLE.yaml) as its own run; finished ones are skipped.
@@ -112,7 +113,7 @@ gpu-check: setup ## exercise the GPU-only paths (exits 0 without a GPU)
 evaluate: setup ## score RUN=runs/<name>/seed<k> (final.pt) on its test split
 	$(PY) -m engine.evaluate --run $(RUN) $(ARGS)
 
-predict: setup ## top classes of IMAGES by RUN's final.pt
+predict: setup ## top classes of IMAGES (files, folders, globs; videos too) by RUN's final.pt
 	$(PY) -m engine.predict --checkpoint $(RUN)/checkpoints/final.pt $(IMAGES) $(ARGS)
 
 clean-runs: ## delete runs/

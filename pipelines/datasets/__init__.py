@@ -55,7 +55,7 @@ def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable
 
 
 # Imported after DatasetError and ensure_files: the readers import them from this package.
-from pipelines.datasets import cifar, procedural, stl10, video, voc  # noqa: E402
+from pipelines.datasets import cifar, image_folder, procedural, stl10, video, voc  # noqa: E402
 
 Reader = Callable[["BaseDataConfig", str], "ImageSet | video.VideoSet"]
 
@@ -64,6 +64,7 @@ READERS: dict[str, Reader] = {
     "cifar100": cifar.read_cifar100,
     "stl10": stl10.read_stl10,
     "voc2007": voc.read_voc2007,
+    "image_folder": image_folder.read_image_folder,
     "procedural": procedural.read_procedural,
     **video.VIDEO_READERS,  # -> VideoSet (clips): see is_video
 }
@@ -77,14 +78,25 @@ def is_video(dataset) -> bool:
     return isinstance(dataset, video.VideoSet)
 
 
+def has_own_val(data_cfg: "BaseDataConfig") -> bool:
+    """Whether the data set brings its own validation split (an image folder's <root>/val), which then
+    chooses best.pt as data.val_fraction's split would."""
+    return data_cfg.dataset == "image_folder" and image_folder.has_split(data_cfg, "val")
+
+
 def build_split(data_cfg: "BaseDataConfig", split: str) -> "ImageSet | video.VideoSet":
-    """`val` is the fraction `data.val_fraction` of the training set (the same samples every time), and
-    `train` then the rest; the test split is never cut."""
+    """`val` is the data set's own validation split where it has one (has_own_val), else the fraction
+    `data.val_fraction` of the training set (the same samples every time), and `train` then the rest;
+    the test split is never cut."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     reader = READERS.get(data_cfg.dataset)
     if reader is None:
         raise DatasetError(f"data.dataset: unknown data set {data_cfg.dataset!r}; known: {sorted(READERS)}")
+    if split == "val" and has_own_val(data_cfg):
+        if getattr(data_cfg, "val_fraction", 0.0):
+            raise DatasetError(f"data.val_fraction: {data_cfg.root}/val is the validation split; set it to 0")
+        return reader(data_cfg, "val")
     images = reader(data_cfg, "test" if split == "test" else "train")
     if split == "test":  # evaluating on a cut test set would make numbers incomparable
         return images
@@ -103,4 +115,4 @@ def build_split(data_cfg: "BaseDataConfig", split: str) -> "ImageSet | video.Vid
     return images.take(np.sort(chosen), split)
 
 
-__all__ = ["DatasetError", "ImageSet", "READERS", "build_split", "is_video"]
+__all__ = ["DatasetError", "ImageSet", "READERS", "build_split", "has_own_val", "is_video"]
