@@ -289,14 +289,19 @@ def test_every_plot_gives_a_method_one_colour_and_names_what_it_shows(tmp_path, 
     assert legend[-1] == "band: min–max over the seeds"
     assert to_hex(drawn["curves_none.png"].axes[0].get_lines()[0].get_color()) == colors["scratch"]
 
-    cells = drawn["bars.png"].axes[0]
-    legend = [t.get_text() for t in cells.get_legend().get_texts()]
-    assert legend == ["ours: mean ± std over the seeds (small dots: each seed)"]  # no paper entry: none in the table
-    low, high = cells.get_ylim()
+    panels = drawn["bars.png"]
+    legend = [t.get_text() for t in panels.legends[0].get_texts()]  # no paper entry: none in the table
+    assert legend == ["ours, final epoch: mean ± std over the seeds (small dots: each seed)",
+                      "scratch (the baseline): its mean"]
+    none, linear = panels.axes
+    assert none.get_title() == "heads: none" and linear.get_title() == "heads: linear"
+    low, high = linear.get_ylim()  # one y-range for the settings of one experiment, spanning the values
     values = [v for seeds in FINALS.values() for v in seeds.values()]
-    assert min(values) - 5 < low < min(values) and max(values) < high < max(values) + 5
-    ticks = {t.get_text(): to_hex(t.get_color()) for t in cells.get_xticklabels()}
-    assert ticks == {"scratch": colors["scratch"], "SSKT": colors["SSKT"]}
+    assert none.get_ylim() == (low, high) and min(values) - 5 < low < min(values) and max(values) < high < max(values) + 5
+    assert [to_hex(t.get_color()) for t in none.get_xticklabels() + linear.get_xticklabels()] == \
+        [colors["scratch"], colors["SSKT"]]
+    assert to_hex(linear.get_lines()[-1].get_color()) == colors["scratch"]  # the baseline's mean, dashed
+    assert linear.get_lines()[-1].get_ydata()[0] == pytest.approx(np.mean(list(FINALS["t/scratch"].values())))
 
 
 def test_paper_numbers_get_a_legend_entry_where_the_table_has_them(written, monkeypatch):
@@ -304,5 +309,7 @@ def test_paper_numbers_get_a_legend_entry_where_the_table_has_them(written, monk
     monkeypatch.setattr(results, "save_figure", lambda fig, path: figures.append(fig))
     table = load_table(str(written.parent / "synthetic.yaml"))
     results.plot_cells(table, results.collect(table, written.parent / "runs"), written / "unused.png")
-    legend = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
-    assert legend == ["ours: mean ± std over the seeds (small dots: each seed)", "paper: its mean ± std"]
+    legend = [t.get_text() for t in figures[0].legends[0].get_texts()]
+    assert legend == ["ours, final epoch: mean ± std over the seeds (small dots: each seed)", "paper: its mean ± std"]
+    cifar, voc = figures[0].axes  # rows of a grid table (data sets, metrics): each its own y-range
+    assert cifar.get_ylim()[0] > 85 and voc.get_ylim()[1] < 85
