@@ -1,10 +1,10 @@
 """Run every cell x seed of a named table (tables/<name>.yaml), each as its own run folder.
 
     python -m tools.reproduce --table comparison --seeds 3                (make reproduce TABLE=comparison SEEDS=3)
-    python -m tools.reproduce --table demo --seeds 3 --dry-run            (PRINT=1: the commands, and what is done)
+    python -m tools.reproduce --table demo --seeds 3 --dry-run            (PRINT=1: missing inputs, commands, cost)
     python -m tools.reproduce --table comparison --seeds 3 --nproc 4      (NPROC=4: each run on 4 GPUs)
     python -m tools.reproduce --table demo --seeds 3 --jobs 2             (JOBS=2: two runs at a time)
-    python -m tools.reproduce --table comparison --seeds 3 --slurm --nodes 2 --gpus-per-node 4   (SLURM=1)
+    python -m tools.reproduce --table comparison --seeds 3 --slurm --account A --partition P   (SLURM=1)
 
 `--seeds N` means seeds 0..N-1; several values are the seeds themselves (`--seeds 3 7`), and
 `a-b` a range (`--seeds 3-4`; one seed k: `--seeds k-k`).
@@ -29,9 +29,19 @@ configs/<name>.yaml with seed k, which is planned (once) before the first cell t
 in the same runs root. A cell whose needed checkpoint is missing when it starts fails in one
 line and is not run.
 
---slurm writes one sbatch script per cell (and per prerequisite), an array job over its
-unfinished seeds (task id = seed), that runs `accelerate launch` across the allotted GPUs
-and nodes, and a submit.sh that submits them all, each after the jobs it needs
+Before anything starts, every run's inputs are checked (tools/run_inputs.py: the engine's own readers,
+each distinct data set and weight file once): the missing ones are listed, grouped, with where each
+comes from. A local run first downloads what its configs fetch themselves (data.download, torchvision
+and Places365 weights), then skips the runs whose inputs are still missing; --dry-run and --slurm only
+list them (--fetch downloads first there too).
+
+--dry-run and --slurm also print the plan's device hours from `make bench`'s figures
+(tools/run_cost.py: measured, an upper bound, or no figure, per run).
+
+--slurm writes sbatch scripts (tools/slurm.py): one per cell (and per prerequisite), an array job over
+its unfinished seeds (task id = seed) with that cell's resources (tables/*.yaml: table, row, cell;
+--nodes, --gpus-per-node, --time, ... override them); one per distinct source-output cache the runs
+read (tools/cache_sources.py); and a submit.sh that submits them all, each after the jobs it needs
 (`--dependency=afterok:`).
 """
 from __future__ import annotations

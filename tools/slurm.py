@@ -95,7 +95,7 @@ def cache_script(table: Table, cache: SourceCache, name: str, cluster: Cluster, 
     lines = [
         *header(slug(f"sskt-{table.name}-{name}"), resources, cluster, f"{log_dir}/%x-%j.out"),
         f"# {table.name}: the output cache of source '{cache.name}' of {cache.job.cell.config}, read by "
-        f"{len(cache.readers)} run(s): {', '.join(readers[:3])}{' ...' if len(readers) > 3 else ''}.",
+        f"{len(cache.readers)} run(s) ({', '.join(readers[:3])}{' ...' if len(readers) > 3 else ''})",
         "# A valid cache is kept (a quick check), a missing, stale or damaged one built (tools/cache_sources.py).",
         *body(cluster, 1),
         *[f"test -f {shlex.quote(str(p))} || {{ echo {shlex.quote(missing_checkpoint(cache.job, p))} >&2; exit 1; }}"
