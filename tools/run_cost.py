@@ -76,13 +76,10 @@ class Bench:
     """One bench file's figures: workload -> samples/s, and the 2D cache build's source forwards/s."""
     path: Path
     device: str
+    gpu: bool
     batch: int | None
     rates: dict[Workload, float]
     cache_forwards_per_s: float | None
-
-    @property
-    def gpu(self) -> bool:
-        return not self.device.startswith("cpu")
 
     @property
     def unit(self) -> str:
@@ -103,10 +100,10 @@ def read_bench(path: Path) -> Bench:
         if isinstance(value, (int, float)) and value > 0:
             rates[workload] = float(value)
     forwards = (report.get("training") or {}).get("cache", {}).get("forwards_per_s")
+    gpu = report.get("device", "cpu") != "cpu"
     device = (report.get("provenance") or {}).get("device") or report.get("device", "unknown device")
-    threads = f", {report['torch_threads']} threads" if not str(device).startswith(("NVIDIA", "cuda")) and \
-        "torch_threads" in report else ""
-    return Bench(Path(path), f"{device}{threads}", report.get("batch"), rates, forwards if forwards else None)
+    threads = f", {report['torch_threads']} threads" if not gpu and "torch_threads" in report else ""
+    return Bench(Path(path), f"{device}{threads}", gpu, report.get("batch"), rates, forwards or None)
 
 
 # ---------------------------------------------------------------- a run's workload and work
