@@ -52,7 +52,7 @@ class InputCheck:
 
     def missing(self, cfg, written_by_plan: Callable[[Path], bool] = lambda path: False) -> list[MissingInput]:
         found = [self.split(cfg.data, "train")]
-        if found[0] is None:  # a data set without its training files is missing whole: one line says so
+        if found[0] is None:  # the test files only once the training files are there: one line per data set
             found.append(self.split(cfg.data, "test"))
         for index, source in enumerate(source_configs(cfg)):
             found.append(self.source(source, index, written_by_plan))
@@ -73,8 +73,8 @@ class InputCheck:
             try:
                 images = build_split(data_cfg if self.fetch or not downloads else
                                      data_cfg.model_copy(update={"download": False}), split)
-            except DatasetError as e:
-                return MissingInput("data", str(e), downloads)
+            except DatasetError as e:  # (after a failed fetch, its reason is in the message)
+                return MissingInput("data", str(e), downloaded=downloads and not self.fetch)
             if split == "train":
                 self.train_sets[key] = (len(images), tuple(getattr(images, "image_size", ())))
             return None
