@@ -263,8 +263,11 @@ def test_fewer_runs_than_the_table_holds_are_not_written_over_it(tmp_path, basel
     assert results.main([*args, "--seeds", "0-0", "--replace"]) == 0
     assert "(1 seed)" in table.read_text() and "(4 seeds)" not in table.read_text()
 
-    assert results.main([*args, "train.epochs=1"]) == 0  # a trial's table never goes over the table
-    assert table.read_text() != full and not (tmp_path / "out" / "trial-").exists()
+    replaced = table.read_text()
+    trial = results.trial_root(tmp_path / "runs", ["train.epochs=1"])
+    write_finals(trial)
+    assert results.main([*args, "train.epochs=1"]) == 0  # a trial's table goes beside the table, never over it
+    assert table.read_text() == replaced and "(4 seeds)" in (tmp_path / "out" / trial.name / "demo-like.md").read_text()
 
 
 # ---------------------------------------------------------------- what the plots show
