@@ -330,7 +330,8 @@ def plot_row_curves(table: Table, line: Line, path: Path) -> bool:
         ax.title.set_fontsize(10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(handles=[*handles, band], fontsize=8, loc="lower right")
+        ax.legend(handles=[*handles, band], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+                  frameon=False)  # below the axes: it never covers a curve
         fig.tight_layout()
         save_figure(fig, path)
     else:
@@ -373,7 +374,7 @@ def plot_cells(table: Table, lines: list[Line], path: Path) -> None:
         ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
         for tick, column in zip(ax.get_xticklabels(), columns):
             tick.set_color(colors[column])
-        ax.set_title(textwrap.fill(row_name(table, line.row), 28), fontsize=9)
+        ax.set_title(textwrap.fill(row_name(table, line.row), 40), fontsize=9)
         ax.set_ylabel(f"test {metric_name(line.metric)}", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
         ax.grid(axis="y", alpha=0.3)
