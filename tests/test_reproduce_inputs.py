@@ -50,7 +50,8 @@ def table(tmp_path, tiny_config, monkeypatch):
 def test_print_names_every_missing_input_once_with_where_it_comes_from(table, tmp_path, monkeypatch, capsys):
     reads = []
     real = run_inputs.build_split
-    monkeypatch.setattr(run_inputs, "build_split", lambda cfg, split: reads.append((cfg.dataset, split)) or real(cfg, split))
+    monkeypatch.setattr(run_inputs, "build_split",
+                        lambda cfg, split: reads.append((cfg.dataset, split)) or real(cfg, split))
     assert reproduce.main(["--table", str(table), "--seeds", "2", "--runs", str(tmp_path / "runs"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     block = out[out.index("# inputs missing"):out.index("# cifar / SSKT seed 0")]

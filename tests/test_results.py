@@ -300,7 +300,8 @@ def test_every_plot_gives_a_method_one_colour_and_names_what_it_shows(tmp_path, 
     assert none.get_title() == "heads: none" and linear.get_title() == "heads: linear"
     low, high = linear.get_ylim()  # one y-range for the settings of one experiment, spanning the values
     values = [v for seeds in FINALS.values() for v in seeds.values()]
-    assert none.get_ylim() == (low, high) and min(values) - 5 < low < min(values) and max(values) < high < max(values) + 5
+    assert none.get_ylim() == (low, high)
+    assert min(values) - 5 < low < min(values) and max(values) < high < max(values) + 5
     assert [to_hex(t.get_color()) for t in none.get_xticklabels() + linear.get_xticklabels()] == \
         [colors["scratch"], colors["SSKT"]]
     assert to_hex(linear.get_lines()[-1].get_color()) == colors["scratch"]  # the baseline's mean, dashed

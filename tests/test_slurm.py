@@ -60,8 +60,9 @@ def test_each_cell_asks_for_its_own_resources_and_waits_for_its_caches(table, tm
     a, b, c = (sbatch(scripts[f"{name}.sbatch"]) for name in ("small_a", "big_b", "big_c"))
     assert (a["nodes"], a["gpus-per-node"], a["cpus-per-task"], a["time"]) == ("1", "2", "16", "4:00:00")
     assert "mem" not in a  # the cluster's default
-    assert (b["nodes"], b["gpus-per-node"], b["cpus-per-task"], b["time"], b["mem"]) == ("2", "4", "32", "4:00:00", "64G")
-    assert (c["nodes"], c["gpus-per-node"], c["cpus-per-task"], c["time"], c["mem"]) == ("2", "4", "12", "1-12:00:00", "64G")
+    keys = ("nodes", "gpus-per-node", "cpus-per-task", "time", "mem")
+    assert [b[k] for k in keys] == ["2", "4", "32", "4:00:00", "64G"]  # 8 CPUs per GPU
+    assert [c[k] for k in keys] == ["2", "4", "12", "1-12:00:00", "64G"]
     for text in scripts.values():
         assert sbatch(text)["account"] == "proj7" and sbatch(text)["partition"] == "gpu"
         assert "\nmodule load cuda && source env/bin/activate\n" in text

@@ -534,8 +534,8 @@ def print_estimate(jobs: list[Job], check: InputCheck, bench_files: list[Path]) 
                 hours = result.per_run.get(job.run_dir)
                 r = job.resources
                 if hours is not None and hours / (r.nodes * r.gpus) > time_hours(r.time):
-                    print(f"# warning: {describe(job)}: about {hours / (r.nodes * r.gpus):.1f} h on {r.nodes} x {r.gpus} "
-                          f"GPU(s) by {bench.path}, more than its time {r.time}")
+                    print(f"# warning: {describe(job)}: about {hours / (r.nodes * r.gpus):.1f} h on "
+                          f"{r.nodes} x {r.gpus} GPU(s) by {bench.path}, more than its time {r.time}")
 
 
 def bench_files(given: list[Path] | None) -> list[Path]:

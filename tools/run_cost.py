@@ -252,5 +252,6 @@ def report(result: Estimate, total_runs: int) -> list[str]:
     bound = f", of which {result.hours['upper bound']:.2f} upper bounds" if result.runs["upper bound"] else ""
     lines.append(f"# estimate: {total:.2f} {unit} for {matched} of {total_runs} runs{bound}"
                  + (f" and {result.caches} cache(s)" if result.caches else "")
-                 + (f"; {total_runs - matched} run(s) have no bench figure (not counted)" if matched < total_runs else ""))
+                 + (f"; {total_runs - matched} run(s) have no bench figure (not counted)"
+                    if matched < total_runs else ""))
     return lines

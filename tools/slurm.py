@@ -123,7 +123,8 @@ def write_slurm(table: Table, jobs: list[Job], out_dir: Path, cluster: Cluster =
         scripts.append(path)
 
     def makers(job: Job) -> list[str]:
-        return [variables[m.run_dir] for p in job.needs if (m := maker_of(p, jobs)) is not None and m.run_dir in variables]
+        made_by = (maker_of(p, jobs) for p in job.needs)
+        return [variables[m.run_dir] for m in made_by if m is not None and m.run_dir in variables]
 
     for cell_jobs in by_cell.values():
         first = cell_jobs[0]

@@ -53,8 +53,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# sbatch --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds
-SLURM_TIME = re.compile(r"(?:(?P<days>\d+)-(?P<hours>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)")
+# sbatch --time: minutes[:seconds], hours:minutes:seconds, days-hours[:minutes[:seconds]]
+SLURM_TIME = re.compile(r"(?P<days>\d+)-(?P<hours>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
+                        r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?")
 
 
 def time_hours(text: str) -> float:
