@@ -1,7 +1,9 @@
 """Data set readers against small fixtures written here in the real on-disk formats."""
 from __future__ import annotations
 
+import os
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,34 @@ from pipelines.datasets import DatasetError, build_split, procedural
 # --- CIFAR ----------------------------------------------------------------------------------
 
 
-def _pickle(path: Path, obj: dict, bytes_keys: bool) -> None:
-    if bytes_keys:  # as the batches read with encoding="bytes" (the CIFAR web page's recipe)
+class _Python2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2's cPickle wrote its `str` (SHORT_BINSTRING / BINSTRING), as in the
+    official batches; a Python 3 pickler writes them as `_codecs.encode(...)` calls."""
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_python2_str(self, obj: bytes) -> None:
+        short = len(obj) < 256
+        self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj if short
+                   else pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+    dispatch[bytes] = save_python2_str
+
+
+def python2_pickle(obj) -> bytes:
+    """`obj` pickled as the official CIFAR batches are: Python 2, protocol 2, numpy 1's module names."""
+    import io
+    buffer = io.BytesIO()
+    _Python2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+
+
+def _pickle(path: Path, obj: dict, bytes_keys: bool | str) -> None:
+    """bytes_keys: True as the batches read with encoding="bytes" (the CIFAR web page's recipe) look;
+    "python2": the official files' own encoding (their Python 2 `str` keys and names)."""
+    if bytes_keys:
         obj = {k.encode(): ([n.encode() for n in v] if k.endswith("names") else v) for k, v in obj.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(obj, protocol=2))
+    path.write_bytes(python2_pickle(obj) if bytes_keys == "python2" else pickle.dumps(obj, protocol=2))
 
 
 def _cifar_rows(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -60,7 +85,7 @@ def write_cifar100(root: Path, bytes_keys: bool = False) -> dict[str, tuple[np.n
     return written
 
 
-@pytest.mark.parametrize("bytes_keys", [False, True])
+@pytest.mark.parametrize("bytes_keys", [False, True, "python2"])
 @pytest.mark.parametrize("dataset,writer,num_classes", [("cifar10", write_cifar10, 10),
                                                         ("cifar100", write_cifar100, 100)])
 def test_cifar_pixels_and_labels(tmp_path, dataset, writer, num_classes, bytes_keys):
@@ -113,6 +138,45 @@ def test_failed_download_is_a_dataset_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets, "STL10", offline)
     with pytest.raises(DatasetError, match=r"stl10: download into .* failed: RuntimeError"):
         build_split(ImageDataConfig(dataset="stl10", root=tmp_path, download=True), "train")
+
+
+def test_python2_fixture_is_what_python2_wrote():
+    """The official files' encoding, checked on the opcodes: no `_codecs` call, numpy 1's names, bytes as
+    Python 2 `str` (read back as str under latin1, as torchvision reads them)."""
+    import pickletools
+    data = python2_pickle({b"data": np.arange(3, dtype=np.uint8), b"labels": [1, 2], b"label_names": [b"cat"]})
+    names = {arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
+    assert names == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
+    assert {op.name for op, _, _ in pickletools.genops(data)} >= {"SHORT_BINSTRING"}
+    assert pickle.loads(data, encoding="latin1")["label_names"] == ["cat"]
+
+
+class _RunsCode:
+    """A pickle that runs a shell command while it loads (its __reduce__ names os.system)."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("payload", ["the whole file", "inside a batch"])
+def test_cifar_pickle_that_runs_code_is_refused(tmp_path, payload, capsys):
+    write_cifar10(tmp_path)
+    marker = tmp_path / "ran"
+    command = f"touch {marker}"
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    evil = (_RunsCode(command) if payload == "the whole file"
+            else {"data": np.zeros((1, 3072), np.uint8), "labels": [_RunsCode(command)]})
+    batch.write_bytes(pickle.dumps(evil, protocol=2))
+    assert pickle.loads(pickle.dumps(_RunsCode("true"), protocol=2)) == 0  # such a payload runs under pickle.load
+    with pytest.raises(DatasetError) as error:
+        build_split(ImageDataConfig(dataset="cifar10", root=tmp_path), "train")
+    message = str(error.value)
+    assert "\n" not in message and str(batch) in message and "refused to unpickle" in message
+    assert "posix.system" in message
+    assert not marker.exists()
 
 
 def test_corrupt_cifar_batch(tmp_path):

@@ -15,7 +15,7 @@ from pydantic import Discriminator, Field, Tag, field_validator
 from pydantic.types import NonNegativeInt, PositiveFloat, PositiveInt
 
 from foundation.schema import Resumable, Strict, registered
-from pipelines.datasets import READERS, DatasetError
+from pipelines.datasets import READERS, DatasetError, has_own_val
 from pipelines.datasets.procedural import parse_options
 from pipelines.datasets.video import VIDEO_READERS
 from pipelines.loaders import LOADERS, no_clip_loader
@@ -82,7 +82,8 @@ class ImageDataConfig(BaseDataConfig):
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return ("train", "test", "val") if self.val_fraction else ("train", "test")
+        """train and test, and val where data.val_fraction cuts one or the data set has its own."""
+        return ("train", "test", "val") if self.val_fraction or has_own_val(self) else ("train", "test")
 
 
 class VideoDataConfig(BaseDataConfig):
