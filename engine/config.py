@@ -112,6 +112,10 @@ class TrainConfig(Strict):
     checkpoint_every: Annotated[NonNegativeInt, Resumable()] = 0  # also keep epoch_XXX.pt every N epochs (0: never)
     eval_every: Annotated[PositiveInt, Resumable()] = 1  # evaluate every N epochs (and always after the last)
     sync_bn: bool = True  # multi-process BatchNorm over the global batch, as one process would see it
+    # Also score the method's whole training loss on the validation clips (test/val_total_loss; SSKT: the task
+    # loss plus its auxiliary terms against the sources, run live on each clip's middle frame): the loss the
+    # SSKT reference's ReduceLROnPlateau read. Video data with data.val_clips > 0 only.
+    val_total_loss: bool = False
     # The target and its batches in torch.channels_last (NHWC) memory, 2D targets only. auto: on for 2D
     # targets (`make bench`: a ResNet-20 step 1.21x faster so on CPU, 1.18x with two transfer modules; GPU
     # convolutions in bf16/fp16 prefer it), off for 3D ones (channels_last_3d is not measured here: true is
@@ -155,6 +159,12 @@ class Config(Strict):
         self.method.check(self)  # each method's rules about the other sections live with the method
         if self.optim.schedule == "plateau" and self.train.eval_every != 1:
             raise ValueError("train.eval_every: the plateau schedule reads the evaluation of every epoch; set it to 1")
+        if self.train.val_total_loss and not getattr(self.data, "val_clips", 0):
+            raise ValueError("train.val_total_loss: scored on the validation clips; it needs video data with "
+                             "data.val_clips > 0")
+        if self.optim.plateau_metric.endswith("val_total_loss") and not self.train.val_total_loss:
+            raise ValueError(f"optim.plateau_metric: {self.optim.plateau_metric} is recorded only with "
+                             "train.val_total_loss: true")
         return self
 
     def run_dir(self) -> Path:

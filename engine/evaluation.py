@@ -16,6 +16,9 @@ Clips (test videos, the 3D-ResNets-PyTorch protocol):
                              the figure papers report)
   val_clip_top1, val_loss    the reference's validation (its val.log): about `data.val_clips` clips per video,
                              clip accuracy; val_loss is the target's cross-entropy there
+  val_total_loss             with `train.val_total_loss`: the method's whole training loss on those clips
+                             (SSKT: task loss + alpha * the heads' auxiliary terms against the sources' outputs
+                             on each clip's middle frame), the loss the reference's ReduceLROnPlateau read
   clips, videos, val_clips   how many were scored
 
 Integer values are counts, floats are scores: `evaluate_networks` averages the scores of several deployed
@@ -39,12 +42,14 @@ from pipelines.plan import ClipPlan, eval_plan
 from pipelines.views import EVAL_VIEWS
 
 Evaluator = Callable[[torch.nn.Module, str], dict]  # (network, prefix) -> {prefix + name: value}
+BatchLoss = Callable[[object, dict], torch.Tensor]  # (a network's output, batch) -> the batch's mean loss
 
 
-def build_evaluator(cfg, split, accelerator) -> Evaluator:
-    """The evaluator of one split (test, or val held out of the training images)."""
+def build_evaluator(cfg, split, accelerator, total_loss: BatchLoss | None = None) -> Evaluator:
+    """The evaluator of one split (test, or val held out of the training images); `total_loss` (clips only):
+    the method's training loss, scored on the validation clips as `val_total_loss`."""
     if is_video(split):
-        return build_clip_evaluator(cfg, split, accelerator)
+        return build_clip_evaluator(cfg, split, accelerator, total_loss)
     return build_image_evaluator(cfg, split, accelerator)
 
 
@@ -151,9 +156,9 @@ def build_eval_metrics(num_classes: int, multilabel: bool) -> MetricCollection:
 
 # ---------------------------------------------------------------- clips
 
-def build_clip_evaluator(cfg, videos, accelerator) -> Evaluator:
+def build_clip_evaluator(cfg, videos, accelerator, total_loss: BatchLoss | None = None) -> Evaluator:
     """Clip and video accuracy over every clip of the split's videos, and the reference's validation clips
-    (data.val_clips per video) beside them."""
+    (data.val_clips per video) beside them, with `total_loss` scored there too when given."""
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     data = cfg.data
     centre_crop = views(cfg, videos, train=False)
@@ -170,9 +175,10 @@ def build_clip_evaluator(cfg, videos, accelerator) -> Evaluator:
     def evaluate(network, prefix: str) -> dict[str, float]:
         record = evaluate_clips(accelerator, network, test_loader, labels, videos.num_classes, prefix)
         if val_loader is not None:
-            val = evaluate_clips(accelerator, network, val_loader, labels, videos.num_classes, prefix)
-            record.update({f"{prefix}val_clip_top1": val[f"{prefix}clip_top1"], f"{prefix}val_loss": val[f"{prefix}loss"],
-                           f"{prefix}val_clips": val[f"{prefix}clips"]})
+            val = evaluate_clips(accelerator, network, val_loader, labels, videos.num_classes, prefix, total_loss)
+            for name in ("clip_top1", "loss", "total_loss", "clips"):
+                if f"{prefix}{name}" in val:
+                    record[f"{prefix}val_{name}"] = val[f"{prefix}{name}"]
         return record
 
     return evaluate
@@ -180,17 +186,19 @@ def build_clip_evaluator(cfg, videos, accelerator) -> Evaluator:
 
 @torch.no_grad()
 def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, num_classes: int,
-                   prefix: str = "test/") -> dict[str, float]:
-    """Clip accuracy and loss over the loader's clips, and video accuracy from the mean softmax of each
-    video's clips; every process scores its share of the clips (maybe none), the sums are reduced."""
+                   prefix: str = "test/", total_loss: BatchLoss | None = None) -> dict[str, float]:
+    """Clip accuracy and loss (and `total_loss`, when given) over the loader's clips, and video accuracy from
+    the mean softmax of each video's clips; every process scores its share of the clips (maybe none), the sums
+    are reduced."""
     device = accelerator.device
-    totals = torch.zeros(4, device=device)  # clips, correct top-1, correct top-5, summed loss
+    totals = torch.zeros(5, device=device)  # clips, correct top-1, correct top-5, summed loss, summed total loss
 
-    def count(batch, logits):
+    def count(batch, logits, output):
         label = batch["label"]
-        totals.add_(torch.stack([torch.tensor(float(len(label)), device=device),
-                                 (logits.argmax(1) == label).sum().float(), top5_hits(logits, label).sum().float(),
-                                 F.cross_entropy(logits, label, reduction="sum")]))
+        n = torch.tensor(float(len(label)), device=device)
+        total = total_loss(output, batch).float() * n if total_loss is not None else torch.zeros((), device=device)
+        totals.add_(torch.stack([n, (logits.argmax(1) == label).sum().float(), top5_hits(logits, label).sum().float(),
+                                 F.cross_entropy(logits, label, reduction="sum"), total]))
 
     scores, clips = score_videos(network, loader, len(video_labels), num_classes, device, accelerator.autocast, count)
     totals = accelerator.reduce(totals, reduction="sum")
@@ -204,6 +212,8 @@ def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, num
         record.update(clip_top5=100 * float(totals[2]) / n, video_top5=100 * float(video_hits5.mean()))
     record = {f"{prefix}{k}": round(v, 4) for k, v in record.items()}
     record.update({f"{prefix}loss": float(totals[3]) / n, f"{prefix}clips": int(n), f"{prefix}videos": int(seen.sum())})
+    if total_loss is not None:
+        record[f"{prefix}total_loss"] = float(totals[4]) / n
     return record
 
 
@@ -212,15 +222,16 @@ def score_videos(network, loader, num_videos: int, num_classes: int, device, aut
                  each_batch=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed softmax [videos, classes], clips [videos]) over the loader's clips, which carry their
     `video`; the mean softmax is a video's score (test/video_top1, engine.predict on video files).
-    `each_batch(batch, logits)` sees every batch's float logits."""
+    `each_batch(batch, logits, output)` sees every batch's float logits and the network's whole output."""
     network.eval()
     scores = torch.zeros(num_videos, num_classes, device=device)
     clips = torch.zeros(num_videos, device=device)
     for batch in loader.epoch(0):
         with autocast():
-            logits = logits_of(network(batch["image"]))
+            output = network(batch["image"])
+        logits = logits_of(output)
         if each_batch is not None:
-            each_batch(batch, logits)
+            each_batch(batch, logits, output)
         scores.index_add_(0, batch["video"], logits.softmax(1))
         clips.index_add_(0, batch["video"], torch.ones(len(logits), device=device))
     return scores, clips

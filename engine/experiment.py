@@ -7,6 +7,7 @@
     experiment.train_loader     this process's training batches
     experiment.source_outputs   batch -> {source: logits}, live or from the caches (built where needed)
     experiment.evaluators       {split: evaluate(network, prefix)} for every split but train
+    experiment.validation_loss  (output, batch) -> the method's training loss, for test/val_total_loss
     experiment.method           built (networks, heads) and set up (optimizers, accelerator.prepare)
 
 Every entry point (engine.train, engine.evaluate, tools.cache_sources, tools.bench, tools.gpu_check) builds
@@ -25,10 +26,10 @@ from accelerate import Accelerator
 
 from engine import data
 from engine.config import ResizeConfig
-from engine.evaluation import Evaluator, build_evaluator, primary_metric
+from engine.evaluation import BatchLoss, Evaluator, build_evaluator, primary_metric
 from engine.methods import Context, Method, build_method
 from engine.schema import ConfigError
-from engine.source_outputs import SourceOutputs, build_source_outputs, frame_stride
+from engine.source_outputs import SourceOutputs, build_source_outputs, frame_stride, live_source_outputs
 from foundation.errors import UserError
 from models.finetune import ModelError, read_checkpoint
 from models.sources import FrozenSource, SourceError, load_source
@@ -140,8 +141,21 @@ class Experiment:
 
     @cached_property
     def evaluators(self) -> dict[str, Evaluator]:
-        return {name: build_evaluator(self.cfg, split, self.accelerator)
+        return {name: build_evaluator(self.cfg, split, self.accelerator, self.validation_loss)
                 for name, split in self.splits.items() if name != "train"}
+
+    @cached_property
+    def validation_loss(self) -> BatchLoss | None:
+        """With train.val_total_loss, the method's own training loss on a validation batch (SSKT's auxiliary
+        terms included), its sources run live on each clip's middle frame: the caches hold the training views
+        only. None without the option, or where the experiment reads no sources (engine.evaluate scores a
+        deployed network, which has no training heads)."""
+        if not (self.cfg.train.val_total_loss and self._wanted[1]):
+            return None
+        method = self.method
+        self.source_outputs  # built first: building a cache moves its source off the device
+        sources = live_source_outputs(self.sources, self.accelerator, is_video(self.train_set))
+        return lambda output, batch: method.validation_loss(output, batch, sources(batch))
 
     @property
     def metric(self) -> str:

@@ -8,7 +8,9 @@ Schedules are stepped once per epoch, after evaluation, with that epoch's record
   multistep  lr * gamma^(milestones passed)
   cosine     half a cosine from lr to 0 over the epochs after warm-up
   plateau    ReduceLROnPlateau (3D-ResNets-PyTorch): lr * plateau_factor when `plateau_metric`
-             (default the validation loss) has not improved for `plateau_patience` epochs
+             (a key of the epoch's record: test/loss, or for clips test/val_loss, the target's loss on the
+             validation clips, or test/val_total_loss, the method's whole training loss there as the SSKT
+             reference used) has not improved for `plateau_patience` epochs
 Each scales every parameter group's own lr, so a group at lr 0 (a frozen fine-tuning group) stays 0.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from pydantic.types import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from engine.schema import Strict, registered
+from engine.schema import ConfigError, Strict, registered
 from foundation.registry import Registry
 
 OPTIMIZERS = Registry("optimizer", entries={"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW})
@@ -84,7 +86,7 @@ class EpochSchedule:
             self.scheduler.step()
             return
         if self.cfg.plateau_metric not in record:
-            raise ValueError(f"optim.plateau_metric: {self.cfg.plateau_metric!r} is not in the epoch's record "
+            raise ConfigError(f"optim.plateau_metric: {self.cfg.plateau_metric!r} is not in the epoch's record "
                              f"({', '.join(sorted(record))}); the plateau schedule needs it every epoch")
         self.scheduler.step(record[self.cfg.plateau_metric])
 

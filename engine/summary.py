@@ -1,6 +1,6 @@
 """A finished run's summary.json: what it trained, its final and best figures, its speed and provenance.
 
-    {"run", "seed", "dataset", "target", "head", "method", "sources", "epochs", "metric",
+    {"run", "seed", "dataset", "target", "head", "method", "sources", "epochs", "metric", "lr_schedule",
      "final": {test metrics of the last epoch}, "best": {metric, epoch, chosen_on},
      "images_per_s", "train_seconds", "wall_seconds", "parameters", "processes", "device", "precision",
      "networks" and "mean_of_networks" (methods deploying several), "provenance"}
@@ -19,7 +19,7 @@ def make_summary(cfg, history: list[dict], state: dict, params: dict, accelerato
     summary = {
         "run": cfg.run.name, "seed": cfg.seed, "dataset": dataset or cfg.data.dataset, "target": cfg.model.target,
         "head": cfg.model.head, "method": cfg.method.name, "sources": [s.name for s in cfg.sources],
-        "epochs": state["epoch"], "metric": main_metric,
+        "epochs": state["epoch"], "metric": main_metric, "lr_schedule": lr_schedule(cfg.optim),
         "final": {k: v for k, v in last.items() if k.startswith("test/")},
         "best": {main_metric: state["best"], "epoch": state["best_epoch"]},
         "images_per_s": images / state["train_seconds"] if state["train_seconds"] else None,
@@ -40,6 +40,13 @@ def make_summary(cfg, history: list[dict], state: dict, params: dict, accelerato
         summary["reported"] = (f"final and best are {first} ({networks[first].arch}); networks lists each, "
                                f"mean_of_networks their mean. {reported_note}").strip()
     return summary
+
+
+def lr_schedule(optim) -> str:
+    """The schedule in words, naming the record key a plateau schedule reads."""
+    if optim.schedule == "plateau":
+        return f"plateau on {optim.plateau_metric} (x{optim.plateau_factor}, patience {optim.plateau_patience})"
+    return optim.schedule
 
 
 def best_summary(history: list[dict], state: dict, main_metric: str, chosen_on: str) -> dict:

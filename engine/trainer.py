@@ -33,7 +33,7 @@ from engine.loop import train_one_epoch
 from engine.provenance import as_yaml_comment, provenance
 from engine.reruns import check_processes, choose_run, flatten
 from engine.run_folder import RunFolder
-from engine.summary import best_summary, make_summary, parameter_counts, primary_metric_line
+from engine.summary import best_summary, lr_schedule, make_summary, parameter_counts, primary_metric_line
 
 
 def train(cfg) -> dict:
@@ -159,7 +159,8 @@ class Trainer:
               f"sources: {[s.name for s in experiment.sources] or 'none'}, method {cfg.method.name}, "
               f"{accelerator.num_processes} process(es) on {accelerator.device.type}, "
               f"batch {cfg.data.batch_size // accelerator.num_processes}/process, "
-              f"{accelerator.mixed_precision} precision, {experiment.describe()}{resuming}", flush=True)
+              f"{accelerator.mixed_precision} precision, lr schedule {lr_schedule(cfg.optim)}, "
+              f"{experiment.describe()}{resuming}", flush=True)
 
 
 class BestCheckpoints:

@@ -14,7 +14,7 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 
 from engine import checkpoint
-from engine.config import SourceCacheConfig, load_config
+from engine.config import ConfigError, SourceCacheConfig, load_config
 from engine import predict as predict_module
 from engine.evaluate import main as evaluate_main
 from models.sources import load_deployed
@@ -235,5 +235,5 @@ def test_plateau_schedule_scales_every_group_and_restores():
     restored = build_scheduler(make(), cfg, epochs=10)
     restored.load_state_dict(schedule.state_dict())
     assert restored.scheduler.best == 0.9 and restored.scheduler.num_bad_epochs == schedule.scheduler.num_bad_epochs
-    with pytest.raises(ValueError, match="plateau_metric"):
+    with pytest.raises(ConfigError, match="plateau_metric"):  # a one-line error (exit 2)
         schedule.step({"train/loss": 1.0})

@@ -1,6 +1,6 @@
 """The method contract: a method owns what it trains, its optimizers and its training step.
 
-The engine (engine/train.py) drives every method through the same five calls and never asks
+The engine (engine/train.py) drives every method through the same calls and never asks
 which one runs (compare torchdistill's distillation box, Lightning's `configure_optimizers` /
 `training_step`):
 
@@ -9,6 +9,7 @@ which one runs (compare torchdistill's distillation box, Lightning's `configure_
     method.setup(accelerator, epochs)           # configure_optimizers(); everything through accelerator.prepare
     step = method.training_step(batch, source_outputs)   # per batch: forward, backward, optimizer steps
     method.end_epoch(record)                    # per epoch, after evaluation: the schedules step
+    method.validation_loss(output, batch, source_outputs)  # the training loss on a validation batch
     method.deployed()                           # {name: Deployed(arch, network)}: evaluated every epoch, exported
 
 `LossMethod` is the common case (one target + its heads, one optimizer): a subclass writes
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from foundation.registry import Registry
@@ -110,6 +112,14 @@ class Method:
     def deployed(self) -> dict[str, Deployed]:
         """The networks to evaluate and export; the first is the one the summary reports."""
         raise NotImplementedError
+
+    def validation_loss(self, output: ModelOutput, batch: dict[str, torch.Tensor],
+                        source_outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss this method trains a deployed network with, on a batch it does not train on (the
+        network in eval mode, `output` its forward pass): `test/val_total_loss` (train.val_total_loss).
+        By default the task's cross-entropy, the same as `test/val_loss`: a method whose other terms need
+        more than one network's output on the batch (DML's mimicry of the other peers) keeps it."""
+        return F.cross_entropy(output.logits.float(), batch["label"])
 
     # ------------------------------------------------------------ what the engine calls
 
@@ -210,6 +220,9 @@ class LossMethod(Method):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return Step(loss.detach(), terms, output.logits.detach())
+
+    def validation_loss(self, output, batch, source_outputs):
+        return self.loss(output, batch, source_outputs)[0]
 
     def deployed(self) -> dict[str, Deployed]:
         return {"target": Deployed(self.ctx.config.model.target, self.nets["target"])}

@@ -48,6 +48,12 @@ class SourceOutputs:
         return {name: provider(batch) for name, provider in self.providers.items()}
 
 
+def live_source_outputs(sources, accelerator, video: bool) -> SourceOutputs:
+    """Every source run live on the device, on the batch's images or each clip's middle frame."""
+    return SourceOutputs({source.name: LiveSource(source.to(accelerator.device), accelerator.autocast,
+                                                  inputs=middle_frame if video else None) for source in sources})
+
+
 def frame_stride(cfg) -> int:
     """Clips: the per-frame caches hold every k-th frame (k = source_cache.frame_stride) when a source is
     cached; training then draws clips whose middle frame is one of them (engine.data.train_loader)."""
@@ -57,12 +63,11 @@ def frame_stride(cfg) -> int:
 def build_source_outputs(cfg, sources, train_set, view_set, accelerator) -> SourceOutputs:
     """A provider per source (config order): live (`cache: off`), or its stored outputs on every training
     view, built first where missing or stale (modes auto, required, rebuild)."""
-    video, device = is_video(train_set), accelerator.device
+    video = is_video(train_set)
     providers = {}
     for source_cfg, source in zip(cfg.sources, sources):
         if source_cfg.cache == "off":
-            providers[source.name] = LiveSource(source.to(device), accelerator.autocast,
-                                                inputs=middle_frame if video else None)
+            providers.update(live_source_outputs([source], accelerator, video).providers)
             continue
         if video:
             providers[source.name] = open_frame_cache(source, train_set, view_set, cfg.data.clip_length,
