@@ -60,21 +60,29 @@ EVAL_VIEWS = ViewSet(pad=0, count=1)
 
 
 def apply_views(images: torch.Tensor, views: torch.Tensor, view_set: ViewSet) -> torch.Tensor:
-    """Crop and flip a batch: images [N, C, H, W] (any dtype, any device) -> same shape.
+    """Crop and flip a batch: images [N, C, H, W] (any dtype, any device) -> same shape."""
+    return gather_views(images, torch.arange(len(images), device=images.device), views, view_set)
 
-    One gather for the whole batch, so it runs as well on a GPU-resident uint8 set
-    as on a single CPU sample (N=1).
+
+def gather_views(pixels: torch.Tensor, index: torch.Tensor, views: torch.Tensor, view_set: ViewSet) -> torch.Tensor:
+    """The views of pixels[index]: a set [N, C, H, W] (any dtype, any device), index and views [B] -> [B, C, H, W].
+
+    Index arithmetic and one gather straight from the set, on the set's device: the padding is where a
+    view's row or column falls outside the image (zero), so neither a padded copy nor the un-augmented
+    batch is ever made. A GPU-resident uint8 set is augmented without the host, as a single CPU sample
+    (N=1) is.
     """
-    n, _, h, w = images.shape
-    table = torch.as_tensor(view_set.table, device=images.device)[views.to(images.device)]
-    dy, dx, flip = table[:, 0], table[:, 1], table[:, 2].bool()
-    p = view_set.pad
-    padded = torch.nn.functional.pad(images, (p, p, p, p)) if p else images
-    rows = dy[:, None] + torch.arange(h, device=images.device)  # [N, H]
-    cols = torch.arange(w, device=images.device).expand(n, w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]  # [N, W]
-    batch = torch.arange(n, device=images.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [N, H, W, C]
+    _, _, h, w = pixels.shape
+    device = pixels.device
+    table = torch.as_tensor(view_set.table, device=device)[views.to(device)]
+    dy, dx, flip = table[:, 0] - view_set.pad, table[:, 1] - view_set.pad, table[:, 2].bool()
+    rows = dy[:, None] + torch.arange(h, device=device)  # [B, H]: the source row of each output row
+    cols = torch.arange(w, device=device).expand(len(table), w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]  # [B, W]
+    inside = ((rows >= 0) & (rows < h))[:, :, None, None] & ((cols >= 0) & (cols < w))[:, None, :, None]
+    out = pixels.permute(0, 2, 3, 1)[index.to(device)[:, None, None], rows.clamp(0, h - 1)[:, :, None],
+                                     cols.clamp(0, w - 1)[:, None, :]]  # [B, H, W, C]
+    out = torch.where(inside, out, torch.zeros((), dtype=out.dtype, device=device))
     return out.permute(0, 3, 1, 2).contiguous()
 
 

@@ -73,3 +73,27 @@ def test_train_batches_are_all_full_and_the_ragged_rest_differs_per_epoch():
 def test_eval_plan_sees_every_sample_exactly_once():
     seen = np.concatenate([b.indices for r in range(3) for b in eval_plan(100, 16, r, 3)])
     assert sorted(seen.tolist()) == list(range(100))
+
+
+def test_device_views_of_the_resident_set_are_the_host_loaders_pixels_for_every_view():
+    """The resident loader's gather (index arithmetic on the device set) against the per-sample host path
+    (pipelines.views.apply_view_numpy, what the torch loader's workers run), over a plan holding every view id."""
+    from pipelines.datasets.base import ImageSet
+    from pipelines.plan import Batch
+    from pipelines.resident import ResidentLoader
+    from pipelines.torch_loaders import TorchLoader
+
+    views = ViewSet(pad=4, count=162)
+    rng = np.random.default_rng(2)
+    images = ImageSet("arrays", "train", rng.integers(0, 3, 40), 3, (10, 12),
+                      images=rng.integers(1, 256, (40, 10, 12, 3), dtype=np.uint8))  # no 0: padding shows
+    ids = rng.permutation(162)
+    plan = lambda epoch: [Batch(rng.integers(0, 40, 54), ids[i: i + 54]) for i in range(0, 162, 54)]
+    fixed = plan(0)
+    resident = list(ResidentLoader(images, views, lambda epoch: fixed, torch.device("cpu")).epoch(0))
+    host = list(TorchLoader(images, views, lambda epoch: fixed, torch.device("cpu"), workers=0).epoch(0))
+    assert sorted(torch.cat([b["view"] for b in resident]).tolist()) == list(range(162))
+    for got, want in zip(resident, host, strict=True):
+        assert got["image"].dtype == torch.uint8 and torch.equal(got["image"], want["image"])
+        assert torch.equal(got["index"], want["index"]) and torch.equal(got["label"], want["label"])
+        assert (got["image"] == 0).any()  # some views reach into the padding
