@@ -123,7 +123,7 @@ def bench_3d(args, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     prepare_videos(workdir, args)
     weights = write_weights(load_config(VIDEO_CONFIG), workdir)
-    smaller = ["data.clip_length=4", "data.sample_size=32"] if args.smoke else []
+    smaller = ["data.clip_length=4", "data.sample_size=32", "data.views=2"] if args.smoke else []
     overrides = [*weights, *bench_overrides(workdir, args, "in_memory", len(weights)), *smaller]
 
     def experiment(compiled: bool) -> Experiment:
@@ -191,6 +191,7 @@ def bench_loaders(args, workdir: Path) -> dict:
     from tools.bench import bench_loaders as loader_rows
 
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    workdir.mkdir(parents=True)
     return loader_rows(args, workdir, device)
 
 
