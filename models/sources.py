@@ -36,6 +36,7 @@ from torch import nn
 from models.network import Normalize, unit_float
 from foundation.files import file_sha256
 from foundation.errors import UserError
+from foundation.registry import Registry
 
 PLACES365_URL = "http://places2.csail.mit.edu/models_places365/{arch}_places365.pth.tar"
 # Bump when the preprocessing or forward changes, so caches keyed by fingerprint() go stale.
@@ -233,8 +234,9 @@ def _fetch(where: str, key: str, path: Path, url: str) -> None:
 
 
 # format name -> (where, key, arch, weights) -> (the weight file, the URL it comes from or None): the one list of formats.
-FORMATS = {"torchvision": _torchvision_weights_path, "places365": _places365_weights_path,
-           "checkpoint": _checkpoint_weights_path}
+FORMATS = Registry("source format", entries={"torchvision": _torchvision_weights_path,
+                                             "places365": _places365_weights_path,
+                                             "checkpoint": _checkpoint_weights_path})
 
 
 def _read(where: str, path: Path) -> tuple[bytes, str]:

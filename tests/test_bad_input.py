@@ -179,6 +179,17 @@ def test_all_missing_inputs_in_one_error_one_line_each(tmp_path, tiny_config, ca
     assert not (tiny_config.parent / "runs").exists()
 
 
+def test_a_missing_pretrained_target_is_listed_with_where_it_comes_from(tmp_path, tiny_config, capsys):
+    status = train_module.main(["--config", str(tiny_config), f"sources.0.weights={tmp_path}/nowhere.pt",
+                                f"model.pretrained={tmp_path}/resnet-18-kinetics.pth"])
+    lines = capsys.readouterr().err.splitlines()
+    assert status == 2 and len(lines) == 3 and lines[0] == "error: 2 inputs missing or unreadable:", lines
+    assert "(1)" in lines[1] and "nowhere.pt" in lines[1]
+    assert "(2)" in lines[2] and "resnet-18-kinetics.pth: pretrained checkpoint not found" in lines[2]
+    assert "https://drive.google.com/drive/folders/" in lines[2]
+    assert not (tiny_config.parent / "runs").exists()
+
+
 def test_offline_download_says_where_files_go_and_come_from(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -2] Name or service not known")

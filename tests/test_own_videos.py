@@ -129,7 +129,7 @@ def test_shipped_config_trains_and_predicts_a_video_folder(tree, tmp_path, capsy
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
     assert f"resnet3d_10 on mydata (" in capsys.readouterr().out
-    assert summary["epochs"] == 1 and "test/video_top1" in summary["final"]
+    assert summary["epochs"] == 1 and "test/video_top1" in summary["final"] and summary["dataset"] == "mydata"
     final = cfg.run_dir() / "checkpoints" / "final.pt"
     assert torch.load(final, weights_only=True)["class_names"] == CLASSES
 

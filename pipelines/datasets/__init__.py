@@ -13,6 +13,7 @@ import numpy as np
 
 from pipelines.datasets.base import ImageSet
 from foundation.errors import UserError
+from foundation.registry import Registry, UnknownName
 
 if TYPE_CHECKING:
     from pipelines.datasets.schema import BaseDataConfig
@@ -22,18 +23,10 @@ class DatasetError(UserError):
     """One line naming the path or option at fault and how to fix it."""
 
 
-# Where each data set's files come from (what torchvision downloads), for the offline error.
-ORIGINS = {
-    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    "stl10": "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
-    "voc2007": "http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar)",
-}
-
-
-def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable[[], object] | None) -> None:
-    """Raise one DatasetError naming every missing file, where it goes and where it comes from, after
-    trying `download` if given."""
+def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable[[], object] | None,
+                 origin: str) -> None:
+    """Raise one DatasetError naming every missing file, where it goes and where it comes from (`origin`:
+    the archive torchvision downloads), after trying `download` if given."""
     if all(p.exists() for p in paths):
         return
     failed = ""
@@ -49,9 +42,8 @@ def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable
     folders = sorted({str(p.parent) for p in missing})
     where = (f"{folders[0]}/{{{', '.join(p.name for p in missing)}}}" if len(folders) == 1 and len(missing) > 1
              else ", ".join(str(p) for p in missing))
-    origin = f"unpack {ORIGINS[dataset]} into {root}" if dataset in ORIGINS else "put the torchvision-format files there"
     online = "" if download is not None else ", or set data.download=true on a machine with network"
-    raise DatasetError(f"{dataset}: {failed}missing {where}; {origin}{online}")
+    raise DatasetError(f"{dataset}: {failed}missing {where}; unpack {origin} into {root}{online}")
 
 
 # Imported after DatasetError and ensure_files: the readers import them from this package.
@@ -59,7 +51,7 @@ from pipelines.datasets import cifar, image_folder, procedural, stl10, video, vo
 
 Reader = Callable[["BaseDataConfig", str], "ImageSet | video.VideoSet"]
 
-READERS: dict[str, Reader] = {
+READERS: Registry[Reader] = Registry("data set", entries={
     "cifar10": cifar.read_cifar10,
     "cifar100": cifar.read_cifar100,
     "stl10": stl10.read_stl10,
@@ -67,7 +59,7 @@ READERS: dict[str, Reader] = {
     "image_folder": image_folder.read_image_folder,
     "procedural": procedural.read_procedural,
     **video.VIDEO_READERS,  # -> VideoSet (clips): see is_video
-}
+})
 
 SPLITS = ("train", "val", "test")
 VAL_SEED = 20220104  # fixed forever: the validation split must hold the same samples in every run
@@ -90,9 +82,10 @@ def build_split(data_cfg: "BaseDataConfig", split: str) -> "ImageSet | video.Vid
     the test split is never cut."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    reader = READERS.get(data_cfg.dataset)
-    if reader is None:
-        raise DatasetError(f"data.dataset: unknown data set {data_cfg.dataset!r}; known: {sorted(READERS)}")
+    try:
+        reader = READERS[data_cfg.dataset]
+    except UnknownName as e:
+        raise DatasetError(f"data.dataset: {e}") from None
     if split == "val" and has_own_val(data_cfg):
         if getattr(data_cfg, "val_fraction", 0.0):
             raise DatasetError(f"data.val_fraction: {data_cfg.root}/val is the validation split; set it to 0")

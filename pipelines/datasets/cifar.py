@@ -32,12 +32,15 @@ class CifarLayout:
     names_key: str
     labels_key: str
     torchvision_class: str
+    origin: str  # the archive torchvision downloads
 
 
 CIFAR10 = CifarLayout("cifar10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
-                      ("test_batch",), "batches.meta", "label_names", "labels", "CIFAR10")
+                      ("test_batch",), "batches.meta", "label_names", "labels", "CIFAR10",
+                      "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
 CIFAR100 = CifarLayout("cifar100", "cifar-100-python", ("train",), ("test",), "meta",
-                       "fine_label_names", "fine_labels", "CIFAR100")
+                       "fine_label_names", "fine_labels", "CIFAR100",
+                       "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz")
 
 
 def read_cifar10(data_cfg: "ImageDataConfig", split: str) -> ImageSet:
@@ -58,7 +61,7 @@ def read_cifar(layout: CifarLayout, data_cfg: "ImageDataConfig", split: str) -> 
         import torchvision.datasets
         getattr(torchvision.datasets, layout.torchvision_class)(str(root), train=split == "train", download=True)
 
-    ensure_files(root, paths, layout.name, download if data_cfg.download else None)
+    ensure_files(root, paths, layout.name, download if data_cfg.download else None, layout.origin)
 
     datas, labels = [], []
     for path in paths[:-1]:

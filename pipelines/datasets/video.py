@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from foundation.registry import Registry
 from pipelines.datasets import DatasetError
 from pipelines.frame_store import TEST, TRAIN, FrameStore, FrameStoreError, stored_size
 
@@ -79,8 +80,8 @@ def read_video_split(name: str | None, data_cfg: "VideoDataConfig", split: str) 
                     t.frame_count[rows].astype(np.int64), len(t.classes), list(t.classes))
 
 
-VIDEO_READERS: dict[str, Callable[..., VideoSet]] = {
+VIDEO_READERS: Registry[Callable[..., VideoSet]] = Registry("video data set", entries={
     "ucf101": lambda data_cfg, split: read_video_split("ucf101", data_cfg, split),
     "hmdb51": lambda data_cfg, split: read_video_split("hmdb51", data_cfg, split),
     "frames": lambda data_cfg, split: read_video_split(None, data_cfg, split),
-}
+})
