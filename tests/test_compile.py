@@ -34,7 +34,8 @@ class TinyTarget(Target):
 
 @pytest.fixture(autouse=True)
 def tiny_target():
-    TARGETS[TINY] if TINY in TARGETS else register_target(TINY)(TinyTarget)
+    if TINY not in TARGETS:
+        register_target(TINY)(TinyTarget)
     yield
     TARGETS._entries.pop(TINY, None)  # other tests list the registered targets
     AcceleratorState._reset_state(reset_partial_state=True)

@@ -3,8 +3,6 @@ never read a tensor's value back per step (on a GPU each read waits for every qu
 progress line, when it is shown, and the epoch's record do."""
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
@@ -13,6 +11,7 @@ from engine import progress
 from engine.config import load_config
 from engine.experiment import Experiment
 from engine.loop import train_one_epoch
+from tools.bench_timing import FirstBatches as Cut
 
 READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")
 
@@ -22,17 +21,6 @@ def fresh_accelerate_state():
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-
-
-class Cut:
-    def __init__(self, loader, steps: int):
-        self.loader, self.steps = loader, steps
-
-    def epoch(self, epoch: int):
-        return itertools.islice(self.loader.epoch(epoch), self.steps)
-
-    def __len__(self) -> int:
-        return self.steps
 
 
 def count_reads(monkeypatch) -> list[str]:

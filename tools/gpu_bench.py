@@ -66,7 +66,7 @@ def synchronize() -> None:
 
 def warm_up(experiment: Experiment, batches: int) -> None:
     """Compilation, CUDA-graph recording, cache load and first-touch allocations: outside the timed epochs."""
-    from tools.bench import FirstBatches
+    from tools.bench_timing import FirstBatches
 
     train_one_epoch(experiment.accelerator, experiment.method, experiment.source_outputs,
                     FirstBatches(experiment.train_loader, batches), 0, 1, False)
