@@ -11,7 +11,7 @@ import torch
 
 from pipelines.datasets.base import ImageSet
 from pipelines.loaders import PlanFn
-from pipelines.views import ViewSet, gather_views
+from pipelines.views import ViewSet, gather_views, pad_for_views
 
 
 class ResidentLoader:
@@ -20,7 +20,8 @@ class ResidentLoader:
         if images.images is None:
             raise ValueError(f"data.loader=resident needs in-memory images; {images.name} is read from files "
                              "(use data.loader=torch or dali)")
-        self.pixels = torch.from_numpy(images.images).to(device).permute(0, 3, 1, 2)  # NCHW view, no copy
+        # NCHW view of the NHWC set, padded once for the views: (1 + 2 pad / side)^2 of its size
+        self.pixels = pad_for_views(torch.from_numpy(images.images).to(device).permute(0, 3, 1, 2), view_set)
         self.labels = torch.as_tensor(images.labels).to(device)
         self.view_set, self.plan, self.device = view_set, plan, device
 

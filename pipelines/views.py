@@ -61,28 +61,33 @@ EVAL_VIEWS = ViewSet(pad=0, count=1)
 
 def apply_views(images: torch.Tensor, views: torch.Tensor, view_set: ViewSet) -> torch.Tensor:
     """Crop and flip a batch: images [N, C, H, W] (any dtype, any device) -> same shape."""
-    return gather_views(images, torch.arange(len(images), device=images.device), views, view_set)
+    return gather_views(pad_for_views(images, view_set), torch.arange(len(images), device=images.device), views,
+                        view_set)
 
 
-def gather_views(pixels: torch.Tensor, index: torch.Tensor, views: torch.Tensor, view_set: ViewSet) -> torch.Tensor:
-    """The views of pixels[index]: a set [N, C, H, W] (any dtype, any device), index and views [B] -> [B, C, H, W].
+def pad_for_views(images: torch.Tensor, view_set: ViewSet) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C, H + 2 pad, W + 2 pad], zero-filled, channels_last (a view's pixel is one C-vector)."""
+    p = view_set.pad
+    padded = torch.nn.functional.pad(images, (p, p, p, p)) if p else images
+    return padded.contiguous(memory_format=torch.channels_last)
 
-    Index arithmetic and one gather straight from the set, on the set's device: the padding is where a
-    view's row or column falls outside the image (zero), so neither a padded copy nor the un-augmented
-    batch is ever made. A GPU-resident uint8 set is augmented without the host, as a single CPU sample
-    (N=1) is.
+
+def gather_views(padded: torch.Tensor, index: torch.Tensor, views: torch.Tensor, view_set: ViewSet) -> torch.Tensor:
+    """The views of padded[index]: a padded set (pad_for_views; any dtype, any device), index and views [B]
+    -> [B, C, H, W].
+
+    Index arithmetic and one gather straight from the set, on the set's device: the un-augmented batch is
+    never copied out first. A GPU-resident uint8 set is augmented without the host, as a single CPU
+    sample (N=1) is.
     """
-    _, _, h, w = pixels.shape
-    device = pixels.device
+    p, device = view_set.pad, padded.device
+    h, w = padded.shape[2] - 2 * p, padded.shape[3] - 2 * p
     table = torch.as_tensor(view_set.table, device=device)[views.to(device)]
-    dy, dx, flip = table[:, 0] - view_set.pad, table[:, 1] - view_set.pad, table[:, 2].bool()
-    rows = dy[:, None] + torch.arange(h, device=device)  # [B, H]: the source row of each output row
+    dy, dx, flip = table[:, 0], table[:, 1], table[:, 2].bool()
+    rows = dy[:, None] + torch.arange(h, device=device)  # [B, H]
     cols = torch.arange(w, device=device).expand(len(table), w)
     cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]  # [B, W]
-    inside = ((rows >= 0) & (rows < h))[:, :, None, None] & ((cols >= 0) & (cols < w))[:, None, :, None]
-    out = pixels.permute(0, 2, 3, 1)[index.to(device)[:, None, None], rows.clamp(0, h - 1)[:, :, None],
-                                     cols.clamp(0, w - 1)[:, None, :]]  # [B, H, W, C]
-    out = torch.where(inside, out, torch.zeros((), dtype=out.dtype, device=device))
+    out = padded.permute(0, 2, 3, 1)[index.to(device)[:, None, None], rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
     return out.permute(0, 3, 1, 2).contiguous()
 
 
