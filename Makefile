@@ -1,7 +1,7 @@
 # The commands people use. Each one installs what it needs first.
 #   make train [CONFIG=configs/...yaml] [ARGS="train.epochs=2 ..."] [NPROC=n]
 #   make reproduce TABLE=comparison|maxl|demo SEEDS=3 [CELLS=...] [NPROC=n | JOBS=n] [PRINT=1] [SLURM=1 NODES=2 GPUS=4]
-#   make results [TABLE=...] [README=1]      make demo [SEEDS=...] [CELLS=...] [JOBS=n] [ARGS=...]      make gpu-check
+#   make results [TABLE=...] [README=1]      make demo [SEEDS=...] [CELLS=...] [JOBS=n] [ARGS=...]      make gpu-check      make gpu-bench
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -25,7 +25,7 @@ ACCELERATE = $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) 
              --mixed_precision no --dynamo_backend no -m
 LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(if $(GPU),$(ACCELERATE),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m))
 
-.PHONY: help setup test train demo demo-sources demo-sources-check demo-video demo-video-data cache bench source-fidelity preprocess-video reproduce results gpu-check \
+.PHONY: help setup test train demo demo-sources demo-sources-check demo-video demo-video-data cache bench source-fidelity preprocess-video reproduce results gpu-check gpu-bench \
         evaluate predict clean-runs
 
 help: ## this list
@@ -122,6 +122,11 @@ results: setup ## tables (Markdown, CSV) and plots from every runs/**/summary.js
 # The GPU-only paths (DALI mixed, bf16/fp16, channels_last, GPU-held cache, NCCL, SyncBatchNorm) in one table.
 gpu-check: setup ## exercise the GPU-only paths (exits 0 without a GPU)
 	$(PY) -m tools.gpu_check
+
+# The GPU speed rows (2D and 3D training eager vs compiled, packed runs, loaders) in one table, < 8 min on one
+# H100: bench/gpu-<name>.json (NAME=h100; ARGS="--only 2d,packed" or "--smoke" for tiny sizes).
+gpu-bench: setup ## GPU training, packed-runs and loader rows: bench/gpu-<gpu>.json
+	$(PY) -m tools.gpu_bench $(if $(NAME),--name $(NAME)) $(ARGS)
 
 # Score a run's checkpoint on the test split with its metrics (ARGS="--which best" for best.pt).
 evaluate: setup ## score RUN=runs/<name>/seed<k> (final.pt) on its test split

@@ -121,6 +121,11 @@ class TrainConfig(Strict):
     # convolutions in bf16/fp16 prefer it), off for 3D ones (channels_last_3d is not measured here: true is
     # refused for a 3D target).
     channels_last: Annotated[Literal["auto", True, False], Resumable(neutral=True)] = "auto"
+    # The method's networks compiled with torch.compile (TorchInductor), on a GPU with CUDA graphs (every
+    # training batch has the same shape: pipelines.plan). auto: on for CUDA devices, where a small network's
+    # step is mostly kernel launches; off on CPUs, where compiling takes longer than it saves. Compiled
+    # networks compute what eager ones do and save the same state dicts: a resumed run may switch.
+    compile: Annotated[Literal["auto", True, False], Resumable(neutral=True)] = "auto"
     progress: Annotated[bool, Resumable(neutral=True)] = True
 
 

@@ -25,6 +25,8 @@ def train_one_epoch(accelerator, method, source_outputs, loader, epoch: int, epo
                         enabled=show_progress and accelerator.is_local_main_process)
     steps = 0
     for batch in loader.epoch(epoch):
+        # CUDA graphs (train.compile on a GPU): a new step, whose replay may overwrite the last one's outputs
+        torch.compiler.cudagraph_mark_step_begin()
         with accelerator.accumulate(*method.nets.values()):
             loss, terms, logits = method.training_step(batch, source_outputs(batch))
         n = batch["image"].shape[0]

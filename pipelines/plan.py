@@ -7,8 +7,11 @@ would shard them a second time.
 
 Each global batch of `batch_size` samples is cut into `world` equal slices, one
 per process, so that DDP's averaged gradient equals the single-process gradient
-of the same global batch. At most `world - 1` samples per epoch are left out
-to keep the slices equal.
+of the same global batch. Every training batch is full: the ragged rest of an
+epoch's permutation (fewer than `batch_size` samples, different ones each epoch)
+is left out, so a step always has the same shapes (a compiled step, CUDA graphs)
+and a batch never holds a lone sample (BatchNorm in training needs two). A set
+smaller than one batch gives one batch of all of it (rounded down to `world`).
 """
 from __future__ import annotations
 
@@ -31,15 +34,18 @@ def train_plan(num_samples: int, view_set: ViewSet, batch_size: int, seed: int, 
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(num_samples)
     views = rng.integers(0, view_set.count, num_samples)
-    batches = []
-    for start in range(0, num_samples, batch_size):
-        stop = min(start + batch_size, num_samples)
-        per_rank = (stop - start) // world
-        if per_rank == 0:
-            break
-        lo = start + rank * per_rank
-        batches.append(Batch(order[lo: lo + per_rank], views[lo: lo + per_rank]))
-    return batches
+    return [Batch(order[mine], views[mine]) for mine in _rank_slices(num_samples, batch_size, rank, world)]
+
+
+def _rank_slices(num_samples: int, batch_size: int, rank: int, world: int) -> list[slice]:
+    """This process's slice of each full global batch of an epoch's order (or of the one batch a set
+    smaller than a batch makes)."""
+    size = batch_size if num_samples >= batch_size else num_samples
+    per_rank = size // world
+    if per_rank == 0:
+        return []
+    return [slice(start + rank * per_rank, start + (rank + 1) * per_rank)
+            for start in range(0, num_samples - size + 1, size)]
 
 
 def eval_plan(num_samples: int, batch_size: int, rank: int = 0, world: int = 1) -> list[Batch]:
@@ -50,8 +56,7 @@ def eval_plan(num_samples: int, batch_size: int, rank: int = 0, world: int = 1) 
 
 
 def steps_per_epoch(num_samples: int, batch_size: int, world: int = 1) -> int:
-    full, rest = divmod(num_samples, batch_size)
-    return full + (1 if rest >= world else 0)
+    return len(_rank_slices(num_samples, batch_size, 0, world))
 
 
 # ---------------------------------------------------------------- clips (video)
@@ -67,8 +72,9 @@ class ClipPlan:
     """epoch -> this process's clip batches; a picklable pure function, so DALI's forked or spawned
     workers recompute exactly the batches the main process iterates.
 
-    train: every video once per epoch (3D-ResNets-PyTorch), a random view and a random start
-    in 0..max(0, n - length), global batches cut into `world` equal slices as in `train_plan`.
+    train: every video once per epoch (3D-ResNets-PyTorch) but the ragged rest, a random view and a
+    random start in 0..max(0, n - length), full global batches cut into `world` equal slices as in
+    `train_plan`.
     eval: consecutive non-overlapping clips (starts 0, length, 2 length, ...) covering every
     frame of every video, view 0, dealt round-robin: every clip exactly once across processes.
     eval with `eval_clips` k > 0: the reference's validation clips instead (its n_val_samples):
@@ -95,15 +101,8 @@ class ClipPlan:
             order = rng.permutation(len(counts))
             views = rng.integers(0, self.view_count, len(counts))
             starts = self._train_starts(counts[order], rng.random(len(counts)))
-            batches = []
-            for lo in range(0, len(counts), self.batch_size):
-                hi = min(lo + self.batch_size, len(counts))
-                per_rank = (hi - lo) // self.world
-                if per_rank == 0:
-                    break
-                mine = slice(lo + self.rank * per_rank, lo + (self.rank + 1) * per_rank)
-                batches.append(ClipBatch(order[mine], views[mine], starts[mine]))
-            return batches
+            return [ClipBatch(order[mine], views[mine], starts[mine])
+                    for mine in _rank_slices(len(counts), self.batch_size, self.rank, self.world)]
         per_video = [self._eval_starts(int(n)) for n in counts]
         videos = np.repeat(np.arange(len(counts)), [len(s) for s in per_video])
         starts = np.concatenate(per_video) if len(counts) else videos

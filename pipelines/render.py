@@ -19,7 +19,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from pipelines.datasets.base import ImageSet
-from pipelines.views import ClipViewSet, ViewSet, apply_view_numpy, apply_views, clip_frame_indices
+from pipelines.views import ClipViewSet, ViewSet, apply_view_numpy, clip_frame_indices, gather_views, pad_for_views
 
 
 def render_image(images: ImageSet, index: int, view: int, view_set: ViewSet) -> np.ndarray:
@@ -31,7 +31,8 @@ def render_images(images: ImageSet, indices: np.ndarray, views: np.ndarray, view
     of every sample)."""
     unique, inverse = np.unique(np.asarray(indices), return_inverse=True)
     base = torch.from_numpy(np.stack([images.load_image(int(i)) for i in unique])).permute(0, 3, 1, 2)
-    return apply_views(base[torch.from_numpy(inverse.reshape(-1))], torch.as_tensor(np.asarray(views)), view_set)
+    return gather_views(pad_for_views(base, view_set), torch.from_numpy(inverse.reshape(-1)),
+                        torch.as_tensor(np.asarray(views)), view_set)
 
 
 def render_clip(videos, index: int, view: int, start: int, length: int, clip_views: ClipViewSet) -> np.ndarray:

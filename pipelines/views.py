@@ -60,21 +60,34 @@ EVAL_VIEWS = ViewSet(pad=0, count=1)
 
 
 def apply_views(images: torch.Tensor, views: torch.Tensor, view_set: ViewSet) -> torch.Tensor:
-    """Crop and flip a batch: images [N, C, H, W] (any dtype, any device) -> same shape.
+    """Crop and flip a batch: images [N, C, H, W] (any dtype, any device) -> same shape."""
+    return gather_views(pad_for_views(images, view_set), torch.arange(len(images), device=images.device), views,
+                        view_set)
 
-    One gather for the whole batch, so it runs as well on a GPU-resident uint8 set
-    as on a single CPU sample (N=1).
-    """
-    n, _, h, w = images.shape
-    table = torch.as_tensor(view_set.table, device=images.device)[views.to(images.device)]
-    dy, dx, flip = table[:, 0], table[:, 1], table[:, 2].bool()
+
+def pad_for_views(images: torch.Tensor, view_set: ViewSet) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C, H + 2 pad, W + 2 pad], zero-filled, channels_last (a view's pixel is one C-vector)."""
     p = view_set.pad
     padded = torch.nn.functional.pad(images, (p, p, p, p)) if p else images
-    rows = dy[:, None] + torch.arange(h, device=images.device)  # [N, H]
-    cols = torch.arange(w, device=images.device).expand(n, w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]  # [N, W]
-    batch = torch.arange(n, device=images.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [N, H, W, C]
+    return padded.contiguous(memory_format=torch.channels_last)
+
+
+def gather_views(padded: torch.Tensor, index: torch.Tensor, views: torch.Tensor, view_set: ViewSet) -> torch.Tensor:
+    """The views of padded[index]: a padded set (pad_for_views; any dtype, any device), index and views [B]
+    -> [B, C, H, W].
+
+    Index arithmetic and one gather straight from the set, on the set's device: the un-augmented batch is
+    never copied out first. A GPU-resident uint8 set is augmented without the host, as a single CPU
+    sample (N=1) is.
+    """
+    p, device = view_set.pad, padded.device
+    h, w = padded.shape[2] - 2 * p, padded.shape[3] - 2 * p
+    table = torch.as_tensor(view_set.table, device=device)[views.to(device)]
+    dy, dx, flip = table[:, 0], table[:, 1], table[:, 2].bool()
+    rows = dy[:, None] + torch.arange(h, device=device)  # [B, H]
+    cols = torch.arange(w, device=device).expand(len(table), w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]  # [B, W]
+    out = padded.permute(0, 2, 3, 1)[index.to(device)[:, None, None], rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
     return out.permute(0, 3, 1, 2).contiguous()
 
 

@@ -50,6 +50,7 @@ BAD = [
     ("train.epochs=-1", "train.epochs"),
     ("train.precision=fp8", "train.precision"),
     ("train.channels_last=nhwc", "train.channels_last"),
+    ("train.compile=max-autotune", "train.compile"),
     ("train.grad_accum=0", "train.grad_accum"),
     ("run.resume=always", "run.resume"),
     ("train.checkpoint_every=-1", "train.checkpoint_every"),

@@ -194,9 +194,9 @@ def test_an_error_in_a_base_names_the_base(tmp_path):
 # ---------------------------------------------------------------- resumable keys
 
 def test_resumable_and_neutral_keys_come_from_the_schema():
-    assert resumable_keys() == {"train.epochs", "train.progress", "train.channels_last", "run.resume",
+    assert resumable_keys() == {"train.epochs", "train.progress", "train.channels_last", "train.compile", "run.resume",
                                 "train.checkpoint_every", "train.eval_every", "data.workers", "run.root"}
-    assert neutral_keys() == {"train.progress", "train.channels_last", "data.workers"}
+    assert neutral_keys() == {"train.progress", "train.channels_last", "train.compile", "data.workers"}
 
 
 def test_a_marked_field_is_found_in_nested_sections_and_union_members():

@@ -50,15 +50,50 @@ def test_train_plan_shards_each_global_batch_into_equal_slices():
     views = ViewSet(4, 162)
     single = train_plan(103, views, 20, seed=3, epoch=5)
     ranks = [train_plan(103, views, 20, seed=3, epoch=5, rank=r, world=2) for r in range(2)]
-    assert len(single) == len(ranks[0]) == len(ranks[1]) == steps_per_epoch(103, 20, 2) == 6
-    for b, batch in enumerate(single[:5]):
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == steps_per_epoch(103, 20, 2) == 5
+    for b, batch in enumerate(single):
         joined = np.concatenate([ranks[0][b].indices, ranks[1][b].indices])
         assert np.array_equal(joined, batch.indices)
-    assert len(ranks[0][5].indices) == len(ranks[1][5].indices) == 1  # last batch: 3 samples -> 1 + 1, one left out
     assert train_plan(103, views, 20, 3, 5)[0].indices.tolist() == single[0].indices.tolist()  # a pure function
     assert train_plan(103, views, 20, 3, 6)[0].indices.tolist() != single[0].indices.tolist()
+
+
+def test_train_batches_are_all_full_and_the_ragged_rest_differs_per_epoch():
+    views = ViewSet(4, 162)
+    left_out = []
+    for epoch in range(3):
+        plan = train_plan(103, views, 20, seed=3, epoch=epoch)
+        assert [len(b.indices) for b in plan] == [20] * 5  # static shapes: 3 samples left out
+        left_out.append(set(range(103)) - set(np.concatenate([b.indices for b in plan]).tolist()))
+    assert len(left_out[0]) == 3 and left_out[0] != left_out[1]
+    assert [len(b.indices) for b in train_plan(7, views, 20, seed=0, epoch=0)] == [7]  # smaller than a batch
+    assert [len(b.indices) for b in train_plan(7, views, 20, 0, 0, rank=1, world=2)] == [3]
 
 
 def test_eval_plan_sees_every_sample_exactly_once():
     seen = np.concatenate([b.indices for r in range(3) for b in eval_plan(100, 16, r, 3)])
     assert sorted(seen.tolist()) == list(range(100))
+
+
+def test_device_views_of_the_resident_set_are_the_host_loaders_pixels_for_every_view():
+    """The resident loader's gather (index arithmetic on the device set) against the per-sample host path
+    (pipelines.views.apply_view_numpy, what the torch loader's workers run), over a plan holding every view id."""
+    from pipelines.datasets.base import ImageSet
+    from pipelines.plan import Batch
+    from pipelines.resident import ResidentLoader
+    from pipelines.torch_loaders import TorchLoader
+
+    views = ViewSet(pad=4, count=162)
+    rng = np.random.default_rng(2)
+    images = ImageSet("arrays", "train", rng.integers(0, 3, 40), 3, (10, 12),
+                      images=rng.integers(1, 256, (40, 10, 12, 3), dtype=np.uint8))  # no 0: padding shows
+    ids = rng.permutation(162)
+    plan = lambda epoch: [Batch(rng.integers(0, 40, 54), ids[i: i + 54]) for i in range(0, 162, 54)]
+    fixed = plan(0)
+    resident = list(ResidentLoader(images, views, lambda epoch: fixed, torch.device("cpu")).epoch(0))
+    host = list(TorchLoader(images, views, lambda epoch: fixed, torch.device("cpu"), workers=0).epoch(0))
+    assert sorted(torch.cat([b["view"] for b in resident]).tolist()) == list(range(162))
+    for got, want in zip(resident, host, strict=True):
+        assert got["image"].dtype == torch.uint8 and torch.equal(got["image"], want["image"])
+        assert torch.equal(got["index"], want["index"]) and torch.equal(got["label"], want["label"])
+        assert (got["image"] == 0).any()  # some views reach into the padding

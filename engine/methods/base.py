@@ -139,6 +139,10 @@ class Method:
         self.optimizers = dict(zip(configured, prepared[len(self.nets):]))
         for name, (_, optim_cfg) in configured.items():
             self.schedulers[name] = build_scheduler(self.optimizers[name], optim_cfg, epochs)
+        mode = compile_mode(self.ctx.config.train.compile, accelerator)
+        if mode is not None:
+            for net in self.nets.values():
+                net.compile(mode=mode)
 
     def set_memory_format(self, channels_last) -> None:
         """train.channels_last: 2D networks in channels_last (auto and true); 3D ones keep theirs (auto) or refuse (true)."""
@@ -192,6 +196,20 @@ class Method:
         else:
             params = module.parameters()
         return build_optimizer(params, cfg), cfg
+
+
+def compile_mode(setting, accelerator) -> str | None:
+    """torch.compile's mode for `train.compile` on this accelerator's device; None: eager.
+
+    `nn.Module.compile` compiles a network in place, so its state dict keeps its own keys (no `_orig_mod.`):
+    checkpoints, resumes and exports read the same whether a run compiled or not. CUDA graphs
+    ("reduce-overhead") replay a whole step's kernels with one launch; they need one process (DDP's
+    gradient hooks run between the kernels) and exist only on CUDA.
+    """
+    device = accelerator.device.type
+    if not (device == "cuda" if setting == "auto" else setting):
+        return None
+    return "reduce-overhead" if device == "cuda" and accelerator.num_processes == 1 else "default"
 
 
 class LossMethod(Method):

@@ -37,6 +37,7 @@ class CachedFrames:
         per_video = -(-np.asarray(videos.frame_counts, dtype=np.int64) // stride)  # frames 0, k, 2k, ... < n
         self.first_row = np.concatenate([[0], np.cumsum(per_video)]).astype(np.int64)
         self.name, self.split = f"{videos.name}-frames{stride}", videos.split
+        self._on_device: tuple | None = None  # (device, frame counts, first rows) there
 
     def __len__(self) -> int:
         return int(self.first_row[-1])
@@ -56,10 +57,17 @@ class CachedFrames:
                   for v, f, view in zip(video, frame, np.asarray(views))]
         return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
 
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame counts and first rows per video on `device`, copied there once (a copy per step would make
+        every GPU step wait for the host)."""
+        if self._on_device is None or self._on_device[0] != device:
+            self._on_device = (device, torch.as_tensor(np.asarray(self.videos.frame_counts), device=device),
+                               torch.as_tensor(self.first_row, device=device))
+        return self._on_device[1:]
+
     def rows(self, index: torch.Tensor, start: torch.Tensor, length: int) -> torch.Tensor:
         """The cached row of each clip's middle frame (rounded to the nearest cached frame)."""
-        counts = torch.as_tensor(np.asarray(self.videos.frame_counts), device=index.device)[index]
-        first = torch.as_tensor(self.first_row, device=index.device)[index]
+        counts, first = (table[index] for table in self._tables(index.device))
         centre = start + (length // 2) % torch.clamp(counts - start, max=length)
         k = self.stride
         cached = torch.minimum((centre + k // 2) // k, (counts - 1) // k)
