@@ -1,27 +1,33 @@
 """The offline video demo's data: the procedural shapes (pipelines/datasets/procedural.py) moving
 over their textures, written as real videos in UCF-101's layout.
 
-Every video shows one shape (6 kinds, a nuisance: drawn independently of the class) over a
-static background texture, rendered frame by frame by the 2D set's own renderer at 32x32.
-The action class is the motion, chosen to survive a horizontal flip (the clip views flip):
+Every video shows one shape (6 kinds) over a static background texture (6 kinds), rendered frame
+by frame by the 2D set's own renderer at 32x32. The action class is the motion, chosen to survive
+a horizontal flip (the clip views flip):
 
     Rise      moves up                      Shake     oscillates left-right, 3-4 times
     Fall      moves down                    Orbit     circles the centre, either sense
     Slide     moves sideways, either way    Approach  grows (comes closer) in place
 
 Paths are randomised (start, travel, speed, drift) so that a single frame's position and size
-say almost nothing about the class; only the motion does. Pixel noise is partly static, partly
-fresh each frame, as a camera's.
+say almost nothing about the class; only the motion does. As in real action data (rowing and
+water, riding and horses), the actor and the scene go with the action without deciding it: each
+action has its own shape kind and its own background kind (OWN_SHAPE, OWN_BACKGROUND), shown in a
+share `own_shape` (`own_background`) of its videos, any other kind uniformly in the rest; a shape
+or background kind alone then points to its action more often than not, but only the motion is
+always right. Colours, tones and textures' details stay independent of the class. Pixel noise is
+partly static, partly fresh each frame, as a camera's.
 
-    write_ucf101(root, seed=0, groups=25, clips=2, frames=32)
+    write_ucf101(root, seed=0, groups=25, clips=8, frames=16, own_shape=0.75, own_background=0.5)
 
 writes `<root>/<Class>/v_<Class>_gXX_cYY.avi` (MPEG-4 Part 2 in AVI, as UCF-101 ships) and
 `<root>/ucfTrainTestlist/` (classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt) for
 tools/preprocess_video.py. Split k tests a block of groups, as the official lists do (25 groups:
 1-7, 8-14, 15-21; fewer groups: proportionally smaller blocks). A video is a pure function of
-(seed, class, group, clip), every file is written atomically (a killed run leaves no half
-video and continues where it stopped), and `ensure_videos` keeps the set under a folder named
-by its identity (VERSION and every option), so a changed generator never reuses old files.
+(seed, class, group, clip) and the options, so `seed` draws another set of the same design; every
+file is written atomically (a killed run leaves no half video and continues where it stopped), and
+`ensure_videos` keeps the set under a folder named by its identity (VERSION and every option), so a
+changed generator never reuses old files.
 """
 from __future__ import annotations
 
@@ -46,7 +52,8 @@ OWN_SHAPE = {"Rise": "triangle", "Fall": "circle", "Slide": "square", "Shake": "
              "Approach": "star"}
 OWN_BACKGROUND = {"Rise": "clouds", "Fall": "vstripes", "Slide": "hstripes", "Shake": "checker", "Orbit": "dots",
                   "Approach": "waves"}
-DEFAULTS = {"seed": 0, "groups": 25, "clips": 2, "frames": 32, "qscale": 4, "own_shape": 0.6, "own_background": 0.6}
+# The video demo's design (configs/demo/video_*.yaml give every option explicitly).
+DEFAULTS = {"seed": 0, "groups": 25, "clips": 8, "frames": 16, "qscale": 4, "own_shape": 0.75, "own_background": 0.5}
 FPS = 25
 OFFICIAL_GROUPS, OFFICIAL_TEST_BLOCK = 25, 7  # UCF-101: split k tests groups 7(k-1)+1 .. 7k
 STATIC_NOISE = 0.8  # share of the pixel noise's variance that stays the same in every frame
@@ -174,7 +181,7 @@ def split_lists(groups: int, clips: int) -> dict[str, str]:
     return files
 
 
-def write_ucf101(root: Path, seed: int = 0, groups: int = 25, clips: int = 2, frames: int = 32,
+def write_ucf101(root: Path, seed: int = 0, groups: int = 25, clips: int = 8, frames: int = 16,
                  qscale: int = 4, own_shape: float = DEFAULTS["own_shape"],
                  own_background: float = DEFAULTS["own_background"], progress=None) -> list[Path]:
     """Every video and the split files under `root`; a video already on disk is kept (resume)."""
