@@ -32,7 +32,7 @@ LAUNCH   = $(if $(filter 1,$(NPROC)),$(PY) -m,$(if $(GPU),$(ACCELERATE),$(VENV)/
 help: ## this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: CONFIG=configs/...yaml ARGS=\"key=value ...\" NPROC=n JOBS=n SEEDS=\"0 1\" TABLE=demo CELLS=\"KD 'row/column'\" README=1"
-	@echo "             RUN=runs/<name>/seed<k> IMAGES=\"a.png b.jpg\""
+	@echo "             RUN=runs/<name>/seed<k> IMAGES=\"a.png photos/ 'shots/*.jpg'\""
 
 setup: $(VENV)/.installed ## create .venv and install requirements.txt
 
@@ -91,24 +91,34 @@ bench: setup ## throughput figures: bench/results-<time>.json (OUT=bench/results
 
 # Decode a video data set once into an HDF5 frame store (exit status 3: finished, some videos failed).
 #   make preprocess-video DATASET=ucf101 ROOT=data/UCF-101 OUT=data/ucf101.h5 [ARGS="--workers 8"]
-preprocess-video: setup ## decode DATASET=ucf101|hmdb51 ROOT=<videos> into the frame store OUT=<file.h5>
-	@test -n "$(DATASET)" -a -n "$(ROOT)" -a -n "$(OUT)" || { echo "usage: make preprocess-video DATASET=ucf101|hmdb51 ROOT=<videos> OUT=<file.h5>"; exit 2; }
+#   make preprocess-video DATASET=mydata ROOT=data/my_videos OUT=data/mydata.h5 ARGS="--layout folders"
+preprocess-video: setup ## decode DATASET=ucf101|hmdb51|<yours> ROOT=<videos> into the frame store OUT=<file.h5>
+	@test -n "$(DATASET)" -a -n "$(ROOT)" -a -n "$(OUT)" || { echo "usage: make preprocess-video DATASET=ucf101|hmdb51|<name> ROOT=<videos> OUT=<file.h5> [ARGS=\"--layout folders\"]"; exit 2; }
 	$(PY) -m tools.preprocess_video --dataset $(DATASET) --root $(ROOT) --out $(OUT) $(ARGS)
 
 # Every cell x seed of a named table (tables/TABLE.yaml) as its own run; finished ones are skipped.
 # SEEDS=3 is seeds 0-2, SEEDS="3 7" those two; CELLS="KD 'row/column'" only those cells. A cell whose config reads
-# another run's checkpoint (a KD teacher) runs after it. JOBS=n runs n at a time (each its share of the
-# threads; with several GPUs, one GPU each in turn; output in each run folder's reproduce.log). PRINT=1 prints the commands; SLURM=1 writes sbatch
-# scripts (slurm/TABLE/, one array job per cell over NODES nodes x GPUS GPUs, submitted in dependency order).
+# another run's checkpoint (a KD teacher) runs after it. Every run's inputs (data, weight files) are checked first: a
+# local run downloads what its configs fetch, then skips runs whose inputs are still missing. JOBS=n runs n at a time
+# (each its share of the threads; with several GPUs, one GPU each in turn; output in each run folder's reproduce.log).
+# PRINT=1 lists the missing inputs (where each comes from), the commands and the plan's GPU-hours from bench/*.json
+# (FETCH=1: download first). SLURM=1 writes sbatch scripts (slurm/TABLE/: an array job per cell with the table's
+# resources, NODES GPUS TIME MEM overriding them, ACCOUNT PARTITION, ENV_SETUP="a shell line"; a job per source cache;
+# submit.sh submits them in dependency order).
 reproduce: setup $(if $(filter demo demo_video,$(TABLE)),demo-sources-check) $(if $(filter demo_video,$(TABLE)),demo-video-data) ## every cell x seed of tables/TABLE.yaml (PRINT=1, SLURM=1)
 	$(if $(TABLE),,$(error TABLE is required: $(basename $(notdir $(wildcard tables/*.yaml)))))
-	$(PY) -m tools.reproduce --table $(TABLE) --seeds $(SEEDS) $(if $(CELLS),--cells $(CELLS)) --nproc $(NPROC) --jobs $(JOBS) $(if $(PRINT),--dry-run) \
-		$(if $(SLURM),--slurm --nodes $(NODES) --gpus-per-node $(GPUS)) -- $(ARGS)
+	$(PY) -m tools.reproduce --table $(TABLE) --seeds $(SEEDS) $(if $(CELLS),--cells $(CELLS)) --nproc $(NPROC) --jobs $(JOBS) \
+		$(if $(PRINT),--dry-run) $(if $(FETCH),--fetch) $(if $(SLURM),--slurm \
+		$(if $(filter command line environment,$(origin NODES)),--nodes $(NODES)) \
+		$(if $(filter command line environment,$(origin GPUS)),--gpus-per-node $(GPUS)) \
+		$(if $(TIME),--time $(TIME)) $(if $(MEM),--mem $(MEM)) $(if $(ACCOUNT),--account $(ACCOUNT)) \
+		$(if $(PARTITION),--partition $(PARTITION)) $(if $(ENV_SETUP),--setup '$(ENV_SETUP)')) -- $(ARGS)
 
 # The named tables from every summary.json under runs/: results/TABLE.md, .csv and results/TABLE/*.png;
-# README=1 also rewrites each table's section of README.md (between <!-- results:TABLE --> markers).
+# README=1 also rewrites each table's section of README.md (between <!-- results:TABLE --> markers). A table with no
+# finished run, or fewer runs than its CSV was made from, is left as it is (REPLACE=1 writes the smaller one).
 results: setup ## tables (Markdown, CSV) and plots from every runs/**/summary.json (README=1: into README.md)
-	$(PY) -m tools.results $(if $(TABLE),--table $(TABLE)) $(if $(README),--readme README.md)
+	$(PY) -m tools.results $(if $(TABLE),--table $(TABLE)) $(if $(README),--readme README.md) $(if $(REPLACE),--replace)
 
 # The GPU-only paths (DALI mixed, bf16/fp16, channels_last, GPU-held cache, NCCL, SyncBatchNorm) in one table.
 gpu-check: setup ## exercise the GPU-only paths (exits 0 without a GPU)
@@ -118,7 +128,7 @@ gpu-check: setup ## exercise the GPU-only paths (exits 0 without a GPU)
 evaluate: setup ## score RUN=runs/<name>/seed<k> (final.pt) on its test split
 	$(PY) -m engine.evaluate --run $(RUN) $(ARGS)
 
-predict: setup ## top classes of IMAGES by RUN's final.pt
+predict: setup ## top classes of IMAGES (files, folders, globs; videos too) by RUN's final.pt
 	$(PY) -m engine.predict --checkpoint $(RUN)/checkpoints/final.pt $(IMAGES) $(ARGS)
 
 clean-runs: ## delete runs/

@@ -2,10 +2,13 @@
 
     python -m engine.train --config configs/cifar10/resnet20_sskt_PI.yaml optim.lr=0.05 sources.0.cache=off
 
-Every field, its type and its default is below. Overrides are `dotted.key=value`
-with the value parsed as YAML (so `train.epochs=2`, `sources=[]` work); list items
-are addressed by position (`sources.1.weights=...`). Any error is a `ConfigError`
-whose message names the file and key; the entry point turns it into exit status 2.
+Every field, its type and its default is below (the `data` section's in pipelines.datasets.schema:
+one schema for image data sets, one for video). A config file may name bases it builds on
+(`base: ../_bases/cifar.yaml`, foundation.config_files): it states only what differs from them.
+Overrides are `dotted.key=value` with the value parsed as YAML (so `train.epochs=2`, `sources=[]`
+work); list items are addressed by position (`sources.1.weights=...`). Any error is a one-line
+`ConfigError` naming the file (and line and column for YAML syntax) and the key; an unknown key
+names the closest valid one. The entry points turn it into exit status 2.
 """
 from __future__ import annotations
 
@@ -18,61 +21,16 @@ from pydantic.types import NonNegativeInt, PositiveFloat, PositiveInt
 
 from engine.methods import METHODS, MethodSection
 from engine.optim import OptimConfig
-from engine.schema import ConfigError, Strict, registered
+from foundation.config_files import origin_of, read_config_file, set_origin
+from foundation.schema import ConfigError, Resumable, Strict, locate, marked_keys, registered
+from foundation.schema import describe_error as describe_field_error
 from models.heads import head_names
 from models.registry import target_names
 from models.sources import FORMATS
-from pipelines.datasets import READERS
-from pipelines.datasets.video import VIDEO_READERS
-from pipelines.loaders import LOADERS, no_clip_loader
-from pipelines.views import ViewSet
+from pipelines.datasets.schema import DataSection, ImageDataConfig, VideoDataConfig
 
-__all__ = ["Config", "ConfigError", "OptimConfig", "load_config", "dump_config"]
-
-
-class DataConfig(Strict):
-    dataset: Annotated[str, registered(READERS, "data set")]
-    root: Path = Path("data")
-    download: bool = False  # fetch through torchvision when missing (needs network)
-    image_size: PositiveInt | None = None  # base size for file data sets (VOC); arrays keep their own
-    pad: NonNegativeInt = 4  # views are pad-`pad` crops x flips of the base image
-    views: PositiveInt = 162  # K views per training sample (2 = original + mirror; 162 = every pad-4 crop x flip)
-    # pipelines.loaders.LOADERS; auto: choose_loader (images), choose_clip_loader (clips)
-    loader: Annotated[str, registered(LOADERS, "loader")] = "auto"
-    workers: NonNegativeInt = 2
-    batch_size: PositiveInt = 128  # global batch, split across processes (a multiple of their count)
-    eval_batch_size: PositiveInt = 256
-    limit: PositiveInt | None = None  # use only the first N training samples (quick trials)
-    # Hold out this fraction of the training set (the same samples every run) as a validation split that
-    # chooses best.pt; 0: no validation split, best.pt is chosen on the test split (the paper's protocol
-    # reports the final epoch, which this does not change).
-    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (0.2470, 0.2435, 0.2616)
-    procedural: dict = Field(default_factory=dict)  # options of the embedded procedural data set
-    # Video (ucf101, hmdb51: the frame store <root>/<name>.h5; frames: `root` is any frame store file).
-    # `views` counts clip views there (pipelines.views.ClipViewSet, at most 50).
-    split: int = Field(1, ge=1, le=3)  # official train/test split 1, 2 or 3
-    clip_length: PositiveInt = 16  # frames per clip (the reference's sample_duration)
-    sample_size: PositiveInt = 112  # clip height and width (the reference's sample_size)
-    val_clips: NonNegativeInt = 3  # the reference's validation: this many clips per test video (0: skip it)
-
-    @field_validator("views")
-    @classmethod
-    def _views_fit_pad(cls, views, info):
-        if "pad" in info.data:  # the view set states its own rules; checked here, before any work
-            try:
-                ViewSet(pad=info.data["pad"], count=views)
-            except ValueError as e:
-                raise ValueError(str(e).removeprefix("views: ").split(", got")[0]) from None
-        return views
-
-    @field_validator("loader")
-    @classmethod
-    def _loader_reads_clips(cls, loader, info):
-        if info.data.get("dataset") in VIDEO_READERS and LOADERS[loader].clips is None:
-            raise ValueError(no_clip_loader(loader))
-        return loader
+__all__ = ["Config", "ConfigError", "ImageDataConfig", "OptimConfig", "VideoDataConfig", "dump_config", "load_config",
+           "neutral_keys", "resumable_keys"]
 
 
 class ModelConfig(Strict):
@@ -133,26 +91,26 @@ class SourceConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: PositiveInt = 200
+    epochs: Annotated[PositiveInt, Resumable()] = 200  # a resumed run may go on to more epochs
     precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
     grad_accum: PositiveInt = 1
-    checkpoint_every: NonNegativeInt = 0  # also keep epoch_XXX.pt every N epochs (0: never)
-    eval_every: PositiveInt = 1  # evaluate every N epochs (and always after the last)
+    checkpoint_every: Annotated[NonNegativeInt, Resumable()] = 0  # also keep epoch_XXX.pt every N epochs (0: never)
+    eval_every: Annotated[PositiveInt, Resumable()] = 1  # evaluate every N epochs (and always after the last)
     sync_bn: bool = True  # multi-process BatchNorm over the global batch, as one process would see it
     # The target and its batches in torch.channels_last (NHWC) memory, 2D targets only. auto: on for 2D
     # targets (`make bench`: a ResNet-20 step 1.21x faster so on CPU, 1.18x with two transfer modules; GPU
     # convolutions in bf16/fp16 prefer it), off for 3D ones (channels_last_3d is not measured here: true is
     # refused for a 3D target).
-    channels_last: Literal["auto", True, False] = "auto"
-    progress: bool = True
+    channels_last: Annotated[Literal["auto", True, False], Resumable(neutral=True)] = "auto"
+    progress: Annotated[bool, Resumable(neutral=True)] = True
 
 
 class RunConfig(Strict):
-    root: Path = Path("runs")
+    root: Annotated[Path, Resumable()] = Path("runs")  # a runs tree copied or moved elsewhere holds the same runs
     name: str | None = None  # default: the config's path under configs/, without .yaml
     # true: continue the run in runs/<name>/seed<k> (or a numbered <name>-N) made with these settings, or start
     # the first free numbered folder (engine.reruns); false: always start a fresh numbered folder
-    resume: bool = True
+    resume: Annotated[bool, Resumable()] = True
 
 
 class SourceCacheConfig(Strict):
@@ -165,7 +123,7 @@ class SourceCacheConfig(Strict):
 
 class Config(Strict):
     seed: int = 0
-    data: DataConfig
+    data: DataSection  # ImageDataConfig or VideoDataConfig, picked by data.dataset
     model: ModelConfig
     sources: list[SourceConfig] = Field(default_factory=list)
     source_cache: SourceCacheConfig = Field(default_factory=SourceCacheConfig)
@@ -188,48 +146,59 @@ class Config(Strict):
         return self.run.root / (self.run.name or "default") / f"seed{self.seed}"
 
 
-def resumable_keys() -> set[str]:
-    """Settings that may differ when an interrupted run is continued; anything else would mix two experiments.
-    (run.root: a runs tree copied or moved elsewhere holds the same runs.)"""
-    return {"train.epochs", "train.progress", "train.channels_last", "train.checkpoint_every", "train.eval_every",
-            "data.workers", "run.root", "run.resume"}
-
-
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """The experiment of a config file (its bases merged in: foundation.config_files) and overrides."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw, origins = read_config_file(path)
     for item in overrides:
-        apply_override(raw, item, path)
+        set_origin(origins, apply_override(raw, item, path), path)
     raw.setdefault("run", {}).setdefault("name", default_run_name(path))
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{path}: {describe_error(e.errors()[0])}") from None
+        err = e.errors()[0]
+        origin = origin_of(origins, locate(Config, err["loc"]).key)
+        where = path if origin in (None, path) else f"{origin} (a base of {path})"
+        raise ConfigError(f"{where}: {describe_error(err)}") from None
 
 
 def describe_error(err: dict) -> str:
-    """`key: message (got value)`; in the method section, the union's tag is named as the method."""
-    loc, hint = list(err["loc"]), ""
-    if len(loc) > 1 and loc[0] == "method" and loc[1] in METHODS:
-        method = loc.pop(1)
-        if err["type"] == "extra_forbidden":
-            hint = f" in method {method}'s section (its fields: {', '.join(METHODS[method].Config.model_fields)})"
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    value = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-    if err["type"] == "method_name":  # the union could not pick a section: the name is at fault
-        key, value = "method.name", f" (got {err['input'].get('name')!r})" if isinstance(err["input"], dict) else ""
-    message = err["msg"].removeprefix("Value error, ")
-    return f"{key}: {message}{hint}{value}"
+    """`key: message (got value)`, or `unknown key ...; did you mean ...?` (foundation.schema); a method
+    name the method union cannot pick is named as method.name."""
+    if err["type"] == "method_name":
+        value = f" (got {err['input'].get('name')!r})" if isinstance(err["input"], dict) else ""
+        return f"method.name: {err['msg']}{value}"
+    return describe_field_error(Config, err)
 
 
-def apply_override(raw: dict, item: str, path: Path) -> None:
+def retired_key(cfg: Config, key: str) -> bool:
+    """Whether the section that would hold dotted `key` is in `cfg` but has no such field: a key that a
+    config stored by an earlier schema holds (e.g. a video key in an image run's flat data section)."""
+    *path, name = key.split(".")
+    node = cfg
+    for part in path:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, Strict) and part in type(node).model_fields:
+            node = getattr(node, part)
+        else:
+            return False
+    return isinstance(node, Strict) and name not in type(node).model_fields
+
+
+def resumable_keys() -> set[str]:
+    """Dotted keys that may differ when an interrupted run is resumed (fields marked `Resumable`):
+    anything else would mix two experiments in one run."""
+    return marked_keys(Config, lambda mark: isinstance(mark, Resumable))
+
+
+def neutral_keys() -> set[str]:
+    """Dotted keys that do not change what a run computes (fields marked `Resumable(neutral=True)`)."""
+    return marked_keys(Config, lambda mark: isinstance(mark, Resumable) and mark.neutral)
+
+
+def apply_override(raw: dict, item: str, path: Path) -> tuple[str, ...]:
+    """Set `dotted.key=value` (the value parsed as YAML) in `raw`; the key's parts."""
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {item!r}: expected key=value")
@@ -238,12 +207,18 @@ def apply_override(raw: dict, item: str, path: Path) -> None:
     for i, part in enumerate(parts[:-1]):
         node = _child(node, part, ".".join(parts[: i + 1]), create=True, item=item)
     last = parts[-1]
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at column {len(key) + 2 + mark.column}" if mark else ""  # 1-based, in the whole key=value
+        raise ConfigError(f"override {item!r}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
     if isinstance(node, list):
         _child(node, last, key, create=False, item=item)
         node[int(last)] = value
     else:
         node[last] = value
+    return tuple(parts)
 
 
 def _child(node, part: str, where: str, create: bool, item: str):

@@ -29,6 +29,7 @@ from engine.methods import Context, Method, build_method
 from engine.schema import ConfigError
 from engine.source_outputs import SourceOutputs, build_source_outputs, frame_stride
 from foundation.errors import UserError
+from models.finetune import ModelError, read_checkpoint
 from models.sources import FrozenSource, SourceError, load_source
 from pipelines.datasets import DatasetError, build_split, is_video
 
@@ -59,28 +60,27 @@ def resolve_sources(cfg) -> list:
     return resolved
 
 
-def split_names(cfg) -> tuple[str, ...]:
-    return ("train", "test", "val") if getattr(cfg.data, "val_fraction", 0) else ("train", "test")
-
-
 def read_inputs(cfg, splits: tuple[str, ...] | None = None, sources: bool = True) -> tuple[dict, list]:
-    """The named splits (default: every split of the config) and, with `sources`, the loaded sources; every
-    missing or bad input in one error, one line each, rather than one per attempt."""
+    """The named splits (default: every split of the config) and, with `sources`, the loaded sources (and,
+    to train, the pretrained target's checkpoint is readable); every missing or bad input in one error, one
+    line each, rather than one per attempt."""
     problems: list[UserError] = []
 
     def attempt(read):
         try:
             return read()
-        except (DatasetError, SourceError) as e:
+        except (DatasetError, SourceError, ModelError) as e:
             if str(e) not in map(str, problems):
                 problems.append(e)
 
     read_splits = {}
-    for name in splits or split_names(cfg):
+    for name in splits or cfg.data.splits:
         read_splits[name] = attempt(lambda: build_split(cfg.data, name))
         if read_splits[name] is None:
             break  # the other splits live in the same data root: one line says where the data set goes
     loaded = [attempt(lambda: load_source(s, i)) for i, s in enumerate(resolve_sources(cfg))] if sources else []
+    if cfg.model.pretrained is not None and "train" in read_splits:  # what fine-tuning starts from
+        attempt(lambda: read_checkpoint(Path(cfg.model.pretrained)))
     if len(problems) == 1:
         raise problems[0]
     if problems:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from foundation.registry import Registry
+
 
 def _reduce(per_element: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":
@@ -72,10 +74,11 @@ def hard_pseudo_label(loss):
     return aux
 
 
-TASK_LOSSES = {"ce": cross_entropy, "focal": focal, "bce": binary_cross_entropy}
+TASK_LOSSES = Registry("task loss", entries={"ce": cross_entropy, "focal": focal, "bce": binary_cross_entropy})
 # `ce` and `focal` mean what they mean in the SSKT reference: soft targets at temperature T.
-AUX_LOSSES = {"kd": kd, "ce": soft_cross_entropy, "focal": soft_focal_aux,
-              "hard_ce": hard_pseudo_label(cross_entropy), "hard_focal": hard_pseudo_label(focal)}
+AUX_LOSSES = Registry("auxiliary loss", entries={
+    "kd": kd, "ce": soft_cross_entropy, "focal": soft_focal_aux,
+    "hard_ce": hard_pseudo_label(cross_entropy), "hard_focal": hard_pseudo_label(focal)})
 
 
 def binary_kd(student, teacher, temperature: float = 4.0, reduction: str = "mean", **_):

@@ -21,8 +21,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic.types import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from engine.schema import Strict, registered
+from foundation.registry import Registry
 
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+OPTIMIZERS = Registry("optimizer", entries={"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW})
 
 
 class OptimConfig(Strict):

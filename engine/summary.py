@@ -11,11 +11,13 @@ from models.network import count_parameters
 
 
 def make_summary(cfg, history: list[dict], state: dict, params: dict, accelerator, main_metric: str,
-                 networks: dict, reported_note: str = "") -> dict:
+                 networks: dict, reported_note: str = "", dataset: str | None = None) -> dict:
+    """`dataset`: the data set's own name where the reader knows it (a frame store of your own videos read
+    through `data.dataset: frames` is named by its store), else data.dataset."""
     last = history[-1] if history else {}
     images = sum(r.get("train/images", 0) for r in history)
     summary = {
-        "run": cfg.run.name, "seed": cfg.seed, "dataset": cfg.data.dataset, "target": cfg.model.target,
+        "run": cfg.run.name, "seed": cfg.seed, "dataset": dataset or cfg.data.dataset, "target": cfg.model.target,
         "head": cfg.model.head, "method": cfg.method.name, "sources": [s.name for s in cfg.sources],
         "epochs": state["epoch"], "metric": main_metric,
         "final": {k: v for k, v in last.items() if k.startswith("test/")},

@@ -141,7 +141,7 @@ class Trainer:
         history = run.metrics() if accelerator.is_main_process else []
         main_metric = f"test/{self.metric}"
         summary = make_summary(self.cfg, history, self.state, self.params, accelerator, main_metric, self.networks,
-                               self.method.REPORTED)
+                               self.method.REPORTED, dataset=getattr(self.experiment.train_set, "name", None))
         summary["best"] = best_summary(history, self.state, main_metric, f"{self.chooser}/{self.metric}")
         summary["provenance"] = self.origin
         for name in self.networks:

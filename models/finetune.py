@@ -22,6 +22,10 @@ from models.targets.base import Target
 from foundation.errors import UserError
 
 
+# Where 3D-ResNets-PyTorch's Kinetics checkpoints (resnet-18-kinetics.pth, ...) are published.
+KINETICS_CHECKPOINTS = "https://drive.google.com/drive/folders/1zvl89AgFAApbH0At-gMuZSeQB_LpNP-M"
+
+
 class ModelError(UserError):
     """One line naming the checkpoint file and the key at fault."""
 
@@ -35,7 +39,7 @@ def load_pretrained_target(name: str, num_classes: int, path: str | Path, **fact
     (e.g. shortcut="B" for the reference's ResNet-50 checkpoints).
     """
     path = Path(path)
-    state, arch = _read_checkpoint(path)
+    state, arch = read_checkpoint(path)
     target = build_target(name, num_classes, **factory_kw)
     expected_arch = getattr(target, "pretrained_arch", None)
     if arch is not None and expected_arch is not None and arch != expected_arch:
@@ -82,12 +86,13 @@ def fine_tuning_parameter_groups(target: Target, ft_begin_index: int, heads: nn.
     return [{"params": trained}] + ([{"params": frozen, "lr": 0.0}] if frozen else [])
 
 
-def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ModelError(f"{path}: pretrained checkpoint not found; put the 3D-ResNets-PyTorch file "
-                         f"(e.g. resnet-18-kinetics.pth, linked from that project's README) there") from None
+        raise ModelError(f"{path}: pretrained checkpoint not found; put the 3D-ResNets-PyTorch file there "
+                         f"(e.g. resnet-18-kinetics.pth, from {KINETICS_CHECKPOINTS}, linked from that "
+                         f"project's README)") from None
     except OSError as e:
         raise ModelError(f"{path}: cannot read pretrained checkpoint: {e.strerror or e}") from None
     try:

@@ -36,6 +36,7 @@ from torch import nn
 from models.network import Normalize, unit_float
 from foundation.files import file_sha256
 from foundation.errors import UserError
+from foundation.registry import Registry
 
 PLACES365_URL = "http://places2.csail.mit.edu/models_places365/{arch}_places365.pth.tar"
 # Bump when the preprocessing or forward changes, so caches keyed by fingerprint() go stale.
@@ -131,16 +132,26 @@ def load_deployed(path: Path | str) -> tuple[FrozenSource, dict]:
     return network, {k: v for k, v in meta.items() if k != "state_dict"}
 
 
-def load_source(cfg, index: int | None = None) -> FrozenSource:
-    """Build a FrozenSource from a SourceConfig (any object with its attributes)."""
-    name, fmt, arch = cfg.name, cfg.format, cfg.arch
-    where = f"source '{name}'"
+def weights_file(cfg, index: int | None = None) -> tuple[Path, str | None]:
+    """Where a source's weight file lies and the URL it is downloaded from when missing (None: a local
+    file the config names); nothing is read or downloaded."""
+    fmt, arch = cfg.format, cfg.arch
+    where = f"source '{cfg.name}'"
     key = f"sources.{index if index is not None else '<i>'}.weights"
     if fmt not in FORMATS:
         raise SourceError(f"{where}: unknown format {fmt!r} ({', '.join(FORMATS)})")
     if not arch and fmt != "checkpoint":
         raise SourceError(f"{where}: format {fmt} needs sources.{index if index is not None else '<i>'}.arch")
-    path = FORMATS[fmt](where, key, arch, cfg.weights)
+    return FORMATS[fmt](where, key, arch, cfg.weights)
+
+
+def load_source(cfg, index: int | None = None) -> FrozenSource:
+    """Build a FrozenSource from a SourceConfig (any object with its attributes)."""
+    name, fmt, arch = cfg.name, cfg.format, cfg.arch
+    where = f"source '{name}'"
+    path, url = weights_file(cfg, index)
+    if url is not None:
+        _fetch(where, f"sources.{index if index is not None else '<i>'}.weights", path, url)
 
     data, sha = _read(where, path)
     obj = _torch_load(where, path, data)
@@ -177,23 +188,23 @@ def _resize(where: str, given, input_size) -> Resize:
 
 # ---------------------------------------------------------------- weight files, by format
 
-def _places365_weights_path(where: str, key: str, arch: str, weights: str | None) -> Path:
+def _places365_weights_path(where: str, key: str, arch: str, weights: str | None) -> tuple[Path, str | None]:
     if weights:
-        return Path(weights)
-    return _fetch(where, key, _hub_checkpoints() / f"{arch}_places365.pth.tar", PLACES365_URL.format(arch=arch))
+        return Path(weights), None
+    return _hub_checkpoints() / f"{arch}_places365.pth.tar", PLACES365_URL.format(arch=arch)
 
 
-def _checkpoint_weights_path(where: str, key: str, arch: str, weights: str | None) -> Path:
+def _checkpoint_weights_path(where: str, key: str, arch: str, weights: str | None) -> tuple[Path, str | None]:
     if not weights:
         raise SourceError(f"{where}: format checkpoint needs {key} set to a local file")
-    return Path(weights)
+    return Path(weights), None
 
 
 def _hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _torchvision_weights_path(where: str, key: str, arch: str, weights: str | None) -> Path:
+def _torchvision_weights_path(where: str, key: str, arch: str, weights: str | None) -> tuple[Path, str | None]:
     try:
         enum = torchvision.models.get_model_weights(arch)
     except Exception:
@@ -201,18 +212,18 @@ def _torchvision_weights_path(where: str, key: str, arch: str, weights: str | No
     name = weights or "DEFAULT"
     if enum is not None and name in enum.__members__:
         url = enum[name].url
-        return _fetch(where, key, _hub_checkpoints() / Path(url).name, url)
+        return _hub_checkpoints() / Path(url).name, url
     if weights is None:
         raise SourceError(f"{where}: torchvision has no pretrained weights for {arch!r}; set {key} to a local file")
     if enum is not None and re.fullmatch(r"[A-Z0-9_]+", weights):  # looks like an enum name, not a path
         raise SourceError(f"{where}: {weights!r} is not a weights name of {arch} "
                           f"({', '.join(enum.__members__)}) nor a file")
-    return Path(weights)
+    return Path(weights), None
 
 
-def _fetch(where: str, key: str, path: Path, url: str) -> Path:
+def _fetch(where: str, key: str, path: Path, url: str) -> None:
     if path.is_file():
-        return path
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # torch writes a temporary file beside `path` and renames it: no half files.
@@ -220,12 +231,12 @@ def _fetch(where: str, key: str, path: Path, url: str) -> Path:
     except Exception as e:
         raise SourceError(f"{where}: weights file {path} is missing and could not be downloaded from {url} "
                           f"({_one_line(e)}); download it there, or set {key} to a local file") from None
-    return path
 
 
-# format name -> (where, key, arch, weights) -> path of the weight file: the one list of formats.
-FORMATS = {"torchvision": _torchvision_weights_path, "places365": _places365_weights_path,
-           "checkpoint": _checkpoint_weights_path}
+# format name -> (where, key, arch, weights) -> (the weight file, the URL it comes from or None): the one list of formats.
+FORMATS = Registry("source format", entries={"torchvision": _torchvision_weights_path,
+                                             "places365": _places365_weights_path,
+                                             "checkpoint": _checkpoint_weights_path})
 
 
 def _read(where: str, path: Path) -> tuple[bytes, str]:

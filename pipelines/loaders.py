@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
+from foundation.registry import Registry, UnknownName
 from pipelines.datasets.base import ImageSet
 from pipelines.plan import Batch
 from pipelines.views import ViewSet
@@ -103,7 +104,7 @@ def _auto_clips(videos, clip_views, plan: PlanFn, device: torch.device, workers:
     return LOADERS[choose_clip_loader()].clips(videos, clip_views, plan, device, workers=workers)
 
 
-LOADERS: dict[str, LoaderKind] = {
+LOADERS: Registry[LoaderKind] = Registry("loader", entries={
     "auto": LoaderKind(_auto_images, _auto_clips),  # choose_loader, choose_clip_loader
     "resident": LoaderKind(_imported("pipelines.resident", "ResidentLoader"),
                            no_clips="it holds in-memory image arrays, and clips are read from a frame store"),
@@ -111,13 +112,14 @@ LOADERS: dict[str, LoaderKind] = {
                         _imported("pipelines.torch_clips", "TorchClipLoader")),
     "dali": LoaderKind(_imported("pipelines.dali_images", "DaliLoader"),
                        _imported("pipelines.dali_clips", "DaliClipLoader")),
-}
+})
 
 
 def loader_kind(name: str) -> LoaderKind:
-    if name not in LOADERS:
-        raise ValueError(f"data.loader: unknown loader {name!r}; known: {', '.join(sorted(LOADERS))}")
-    return LOADERS[name]
+    try:
+        return LOADERS[name]
+    except UnknownName as e:
+        raise ValueError(f"data.loader: {e}") from None
 
 
 def no_clip_loader(name: str) -> str:

@@ -20,6 +20,10 @@ from PIL import Image
 
 from pipelines import frame_store
 
+# The video files `convert` is given when a folder is searched for videos (tools/preprocess_video.py,
+# engine/predict.py): the usual suffixes of containers PyAV reads.
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v")
+
 # How frames become JPEGs (JpegEncoder): part of a store's identity, so a store or a partial build
 # from an older encoder (other pixels or bytes for the same settings) is rebuilt, never mixed in.
 ENCODING = "swscale bilinear, chroma left->centre, mjpeg single-threaded"

@@ -10,7 +10,8 @@ from accelerate.state import AcceleratorState, GradientState
 
 from engine import reruns, trainer
 from engine import train as train_module
-from engine.config import ConfigError, DataConfig, ResizeConfig, SourceCacheConfig, SourceConfig, TrainConfig, load_config
+from engine.config import (ConfigError, ImageDataConfig, ResizeConfig, SourceCacheConfig, SourceConfig, TrainConfig,
+                           VideoDataConfig, load_config)
 from engine.optim import OptimConfig
 from engine.run_folder import RunFolder
 from pipelines.datasets import DatasetError, build_split
@@ -34,10 +35,15 @@ BAD = [
     ("data.val_fraction=-0.1", "data.val_fraction"),
     ("data.loader=gpu", "data.loader"),
     ("data.std=[0.2, 0, 0.2]", "data.std"),
-    ("data.split=4", "data.split"),
-    ("data.clip_length=0", "data.clip_length"),
-    ("data.sample_size=0", "data.sample_size"),
-    ("data.val_clips=-1", "data.val_clips"),
+    ("data.procedural={size: 3}", "data.procedural"),
+    ("data={dataset: ucf101, split: 4}", "data.split"),
+    ("data={dataset: ucf101, clip_length: 0}", "data.clip_length"),
+    ("data={dataset: ucf101, sample_size: 0}", "data.sample_size"),
+    ("data={dataset: ucf101, val_clips: -1}", "data.val_clips"),
+    ("data={dataset: ucf101, views: 51}", "data.views"),
+    ("data={dataset: ucf101, views: 3}", "data.views"),
+    ("data={dataset: ucf101, val_fraction: 0.1}", "data.val_fraction"),
+    ("data={dataset: cifar10, val_clips: 3}", "data.val_clips"),
     ("model.shortcut=C", "model.shortcut"),
     ("model.ft_begin_index=7", "model.ft_begin_index"),
     ("train.epochs=0", "train.epochs"),
@@ -45,7 +51,7 @@ BAD = [
     ("train.precision=fp8", "train.precision"),
     ("train.channels_last=nhwc", "train.channels_last"),
     ("train.grad_accum=0", "train.grad_accum"),
-    ("train.resume=always", "train.resume"),
+    ("run.resume=always", "run.resume"),
     ("train.checkpoint_every=-1", "train.checkpoint_every"),
     ("train.eval_every=0", "train.eval_every"),
     ("optim.name=lamb", "optim.name"),
@@ -83,8 +89,8 @@ BAD = [
     ("method={name: dml, temperature: -1}", "method.temperature"),
 ]
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "optim": OptimConfig, "sources.0": SourceConfig,
-            "sources.0.resize": ResizeConfig, "source_cache": SourceCacheConfig}
+SECTIONS = [("data", ImageDataConfig), ("data", VideoDataConfig), ("train", TrainConfig), ("optim", OptimConfig),
+            ("sources.0", SourceConfig), ("sources.0.resize", ResizeConfig), ("source_cache", SourceCacheConfig)]
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +125,7 @@ def test_loader_names_come_from_the_registry(tiny_config, capsys):
 def test_every_constrained_field_has_a_row():
     """A new Literal, range or validated field in a config section needs a bad value in BAD."""
     covered = {key for _, key in BAD}
-    for prefix, model in SECTIONS.items():
+    for prefix, model in SECTIONS:
         validated = {f for d in model.__pydantic_decorators__.field_validators.values() for f in d.info.fields}
         for name, field in model.model_fields.items():
             text = repr(field.annotation) + repr(field.metadata)
@@ -173,12 +179,23 @@ def test_all_missing_inputs_in_one_error_one_line_each(tmp_path, tiny_config, ca
     assert not (tiny_config.parent / "runs").exists()
 
 
+def test_a_missing_pretrained_target_is_listed_with_where_it_comes_from(tmp_path, tiny_config, capsys):
+    status = train_module.main(["--config", str(tiny_config), f"sources.0.weights={tmp_path}/nowhere.pt",
+                                f"model.pretrained={tmp_path}/resnet-18-kinetics.pth"])
+    lines = capsys.readouterr().err.splitlines()
+    assert status == 2 and len(lines) == 3 and lines[0] == "error: 2 inputs missing or unreadable:", lines
+    assert "(1)" in lines[1] and "nowhere.pt" in lines[1]
+    assert "(2)" in lines[2] and "resnet-18-kinetics.pth: pretrained checkpoint not found" in lines[2]
+    assert "https://drive.google.com/drive/folders/" in lines[2]
+    assert not (tiny_config.parent / "runs").exists()
+
+
 def test_offline_download_says_where_files_go_and_come_from(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(DatasetError) as failure:
-        build_split(DataConfig(dataset="cifar10", root=tmp_path, download=True), "train")
+        build_split(ImageDataConfig(dataset="cifar10", root=tmp_path, download=True), "train")
     message = str(failure.value)
     assert "\n" not in message and "URLError" in message
     assert f"{tmp_path}/cifar-10-batches-py/{{data_batch_1, data_batch_2" in message

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from engine.config import DataConfig, SourceConfig
+from engine.config import ImageDataConfig, SourceConfig
 from engine.source_outputs.image_cache import cache_spec, check_cache_file
 from models.sources import load_source
 from pipelines.datasets import build_split
@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 JOB = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from engine.config import DataConfig, SourceCacheConfig, SourceConfig
+    from engine.config import ImageDataConfig, SourceCacheConfig, SourceConfig
     from engine.source_outputs.image_cache import open_cached_source
     from models.sources import load_source
     from pipelines.datasets import build_split
@@ -34,7 +34,7 @@ JOB = textwrap.dedent("""
             time.sleep(0.2)
             return self.source(images)
 
-    images = build_split(DataConfig(dataset="procedural", root=work / "data",
+    images = build_split(ImageDataConfig(dataset="procedural", root=work / "data",
                                     procedural={"train_size": 40, "test_size": 8}), "train")
     source = Slow(load_source(SourceConfig(name="obj", format="checkpoint", arch="resnet8", weights=weights,
                                            resize={"scale": 1.5})))
@@ -48,7 +48,7 @@ JOB = textwrap.dedent("""
 
 
 def test_two_processes_racing_to_build_one_cache_end_with_one_valid_file(tmp_path, source_checkpoint):
-    build_split(DataConfig(dataset="procedural", root=tmp_path / "data",
+    build_split(ImageDataConfig(dataset="procedural", root=tmp_path / "data",
                            procedural={"train_size": 40, "test_size": 8}), "train")  # data written before the race
     script = tmp_path / "job.py"
     script.write_text(JOB)
@@ -62,7 +62,7 @@ def test_two_processes_racing_to_build_one_cache_end_with_one_valid_file(tmp_pat
     calls = sorted(int(out.split("source calls: ")[1]) for out, _ in outputs)
     assert calls[0] == 0 and calls[1] > 0  # one built it, the other waited and only read it
     assert any("another process is building it" in out for out, _ in outputs)
-    images = build_split(DataConfig(dataset="procedural", root=tmp_path / "data",
+    images = build_split(ImageDataConfig(dataset="procedural", root=tmp_path / "data",
                                     procedural={"train_size": 40, "test_size": 8}), "train")
     source = load_source(SourceConfig(name="obj", format="checkpoint", arch="resnet8", weights=str(source_checkpoint),
                                       resize={"scale": 1.5}))

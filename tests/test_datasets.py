@@ -1,25 +1,51 @@
 """Data set readers against small fixtures written here in the real on-disk formats."""
 from __future__ import annotations
 
+import os
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torchvision.datasets
 from PIL import Image
+from pydantic import ValidationError
 
-from engine.config import DataConfig
+from engine.config import ImageDataConfig
 from pipelines.datasets import DatasetError, build_split, procedural
 
 # --- CIFAR ----------------------------------------------------------------------------------
 
 
-def _pickle(path: Path, obj: dict, bytes_keys: bool) -> None:
-    if bytes_keys:  # as the batches read with encoding="bytes" (the CIFAR web page's recipe)
+class _Python2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2's cPickle wrote its `str` (SHORT_BINSTRING / BINSTRING), as in the
+    official batches; a Python 3 pickler writes them as `_codecs.encode(...)` calls."""
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_python2_str(self, obj: bytes) -> None:
+        short = len(obj) < 256
+        self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj if short
+                   else pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+    dispatch[bytes] = save_python2_str
+
+
+def python2_pickle(obj) -> bytes:
+    """`obj` pickled as the official CIFAR batches are: Python 2, protocol 2, numpy 1's module names."""
+    import io
+    buffer = io.BytesIO()
+    _Python2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+
+
+def _pickle(path: Path, obj: dict, bytes_keys: bool | str) -> None:
+    """bytes_keys: True as the batches read with encoding="bytes" (the CIFAR web page's recipe) look;
+    "python2": the official files' own encoding (their Python 2 `str` keys and names)."""
+    if bytes_keys:
         obj = {k.encode(): ([n.encode() for n in v] if k.endswith("names") else v) for k, v in obj.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(obj, protocol=2))
+    path.write_bytes(python2_pickle(obj) if bytes_keys == "python2" else pickle.dumps(obj, protocol=2))
 
 
 def _cifar_rows(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -59,13 +85,13 @@ def write_cifar100(root: Path, bytes_keys: bool = False) -> dict[str, tuple[np.n
     return written
 
 
-@pytest.mark.parametrize("bytes_keys", [False, True])
+@pytest.mark.parametrize("bytes_keys", [False, True, "python2"])
 @pytest.mark.parametrize("dataset,writer,num_classes", [("cifar10", write_cifar10, 10),
                                                         ("cifar100", write_cifar100, 100)])
 def test_cifar_pixels_and_labels(tmp_path, dataset, writer, num_classes, bytes_keys):
     written = writer(tmp_path, bytes_keys)
     for split in ("train", "test"):
-        s = build_split(DataConfig(dataset=dataset, root=tmp_path), split)
+        s = build_split(ImageDataConfig(dataset=dataset, root=tmp_path), split)
         rows, labels = written[split]
         assert s.images.shape == (len(rows), 32, 32, 3) and s.images.dtype == np.uint8
         assert s.image_size == (32, 32) and s.num_classes == num_classes == len(s.class_names)
@@ -82,7 +108,7 @@ def test_cifar_matches_torchvision(tmp_path, monkeypatch, dataset, writer, cls):
     # torchvision only accepts the official files' md5s; skip that check to read our fixture with it.
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
     for split in ("train", "test"):
-        ours = build_split(DataConfig(dataset=dataset, root=tmp_path), split)
+        ours = build_split(ImageDataConfig(dataset=dataset, root=tmp_path), split)
         theirs = getattr(torchvision.datasets, cls)(str(tmp_path), train=split == "train")
         np.testing.assert_array_equal(ours.images, theirs.data)
         assert ours.labels.tolist() == list(theirs.targets) and ours.class_names == theirs.classes
@@ -97,11 +123,11 @@ def test_cifar_download_only_when_asked(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", fake_cifar10)
     with pytest.raises(DatasetError, match="download=true"):
-        build_split(DataConfig(dataset="cifar10", root=tmp_path), "train")
+        build_split(ImageDataConfig(dataset="cifar10", root=tmp_path), "train")
     assert calls == []
-    s = build_split(DataConfig(dataset="cifar10", root=tmp_path, download=True), "test")
+    s = build_split(ImageDataConfig(dataset="cifar10", root=tmp_path, download=True), "test")
     assert len(s) == 3 and calls == [(str(tmp_path), False, True)]
-    build_split(DataConfig(dataset="cifar10", root=tmp_path, download=True), "test")
+    build_split(ImageDataConfig(dataset="cifar10", root=tmp_path, download=True), "test")
     assert len(calls) == 1  # files present: no second download
 
 
@@ -111,14 +137,53 @@ def test_failed_download_is_a_dataset_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "STL10", offline)
     with pytest.raises(DatasetError, match=r"stl10: download into .* failed: RuntimeError"):
-        build_split(DataConfig(dataset="stl10", root=tmp_path, download=True), "train")
+        build_split(ImageDataConfig(dataset="stl10", root=tmp_path, download=True), "train")
+
+
+def test_python2_fixture_is_what_python2_wrote():
+    """The official files' encoding, checked on the opcodes: no `_codecs` call, numpy 1's names, bytes as
+    Python 2 `str` (read back as str under latin1, as torchvision reads them)."""
+    import pickletools
+    data = python2_pickle({b"data": np.arange(3, dtype=np.uint8), b"labels": [1, 2], b"label_names": [b"cat"]})
+    names = {arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
+    assert names == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
+    assert {op.name for op, _, _ in pickletools.genops(data)} >= {"SHORT_BINSTRING"}
+    assert pickle.loads(data, encoding="latin1")["label_names"] == ["cat"]
+
+
+class _RunsCode:
+    """A pickle that runs a shell command while it loads (its __reduce__ names os.system)."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("payload", ["the whole file", "inside a batch"])
+def test_cifar_pickle_that_runs_code_is_refused(tmp_path, payload, capsys):
+    write_cifar10(tmp_path)
+    marker = tmp_path / "ran"
+    command = f"touch {marker}"
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    evil = (_RunsCode(command) if payload == "the whole file"
+            else {"data": np.zeros((1, 3072), np.uint8), "labels": [_RunsCode(command)]})
+    batch.write_bytes(pickle.dumps(evil, protocol=2))
+    assert pickle.loads(pickle.dumps(_RunsCode("true"), protocol=2)) == 0  # such a payload runs under pickle.load
+    with pytest.raises(DatasetError) as error:
+        build_split(ImageDataConfig(dataset="cifar10", root=tmp_path), "train")
+    message = str(error.value)
+    assert "\n" not in message and str(batch) in message and "refused to unpickle" in message
+    assert "posix.system" in message
+    assert not marker.exists()
 
 
 def test_corrupt_cifar_batch(tmp_path):
     write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(DatasetError, match="test_batch"):
-        build_split(DataConfig(dataset="cifar10", root=tmp_path), "test")
+        build_split(ImageDataConfig(dataset="cifar10", root=tmp_path), "test")
 
 
 # --- STL-10 ---------------------------------------------------------------------------------
@@ -151,7 +216,7 @@ def test_stl10_pixels_and_labels(tmp_path, monkeypatch):
     written = write_stl10(tmp_path)
     monkeypatch.setattr(torchvision.datasets.STL10, "_check_integrity", lambda self: True)
     for split in ("train", "test"):
-        s = build_split(DataConfig(dataset="stl10", root=tmp_path), split)
+        s = build_split(ImageDataConfig(dataset="stl10", root=tmp_path), split)
         expected, labels = written[split]
         np.testing.assert_array_equal(s.images, expected)
         assert s.images[0, 1, 2].tolist() == [200, 100, 50]  # H, W position and channel order
@@ -169,7 +234,7 @@ def test_stl10_truncated_file(tmp_path):
     x = tmp_path / "stl10_binary" / "test_X.bin"
     x.write_bytes(x.read_bytes()[:-5])
     with pytest.raises(DatasetError, match="test_X.bin"):
-        build_split(DataConfig(dataset="stl10", root=tmp_path), "test")
+        build_split(ImageDataConfig(dataset="stl10", root=tmp_path), "test")
 
 
 # --- VOC 2007 -------------------------------------------------------------------------------
@@ -198,7 +263,7 @@ def write_voc(root: Path) -> Path:
 
 def test_voc_multilabel(tmp_path):
     write_voc(tmp_path)
-    train = build_split(DataConfig(dataset="voc2007", root=tmp_path, image_size=64), "train")
+    train = build_split(ImageDataConfig(dataset="voc2007", root=tmp_path, image_size=64), "train")
     assert train.multilabel and train.labels.dtype == np.float32 and train.labels.shape == (2, 20)
     names = train.class_names
     assert len(names) == 20 and names[0] == "aeroplane" and names[-1] == "tvmonitor"
@@ -208,7 +273,7 @@ def test_voc_multilabel(tmp_path):
     img = train.load_image(1)
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and img[..., 0].min() > 200
 
-    test = build_split(DataConfig(dataset="voc2007", root=tmp_path), "test")
+    test = build_split(ImageDataConfig(dataset="voc2007", root=tmp_path), "test")
     assert test.image_size == (224, 224) and test.load_image(0).shape == (224, 224, 3)
     assert [names[j] for j in np.flatnonzero(test.labels[0])] == ["car", "tvmonitor"]
 
@@ -217,14 +282,14 @@ def test_voc_malformed_xml_names_the_file(tmp_path):
     base = write_voc(tmp_path)
     (base / "Annotations" / "000007.xml").write_text("<annotation><object><name>cat</name></annotation>")
     with pytest.raises(DatasetError, match="000007.xml"):
-        build_split(DataConfig(dataset="voc2007", root=tmp_path), "train")
+        build_split(ImageDataConfig(dataset="voc2007", root=tmp_path), "train")
 
 
 def test_voc_missing_jpeg(tmp_path):
     base = write_voc(tmp_path)
     (base / "JPEGImages" / "000009.jpg").unlink()
     with pytest.raises(DatasetError, match="000009.jpg"):
-        build_split(DataConfig(dataset="voc2007", root=tmp_path), "test")
+        build_split(ImageDataConfig(dataset="voc2007", root=tmp_path), "test")
 
 
 # --- common ---------------------------------------------------------------------------------
@@ -233,7 +298,7 @@ def test_voc_missing_jpeg(tmp_path):
 def test_missing_root_names_the_path(tmp_path, dataset):
     root = tmp_path / "nowhere"
     with pytest.raises(DatasetError) as err:
-        build_split(DataConfig(dataset=dataset, root=root), "train")
+        build_split(ImageDataConfig(dataset=dataset, root=root), "train")
     message = str(err.value)
     assert str(root) in message and "download=true" in message and "\n" not in message
 
@@ -242,19 +307,19 @@ def test_missing_file_names_the_file(tmp_path):
     write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DatasetError, match=r"cifar10: missing \S*cifar-10-batches-py/data_batch_3; unpack https:"):
-        build_split(DataConfig(dataset="cifar10", root=tmp_path), "train")
+        build_split(ImageDataConfig(dataset="cifar10", root=tmp_path), "train")
 
 
 def test_limit_cuts_train_only(tmp_path):
     write_cifar10(tmp_path)
-    cfg = DataConfig(dataset="cifar10", root=tmp_path, limit=4)
+    cfg = ImageDataConfig(dataset="cifar10", root=tmp_path, limit=4)
     assert len(build_split(cfg, "train")) == 4 and len(build_split(cfg, "test")) == 3
 
 
 # --- procedural -----------------------------------------------------------------------------
 
-def proc_cfg(root: Path, **options) -> DataConfig:
-    return DataConfig(dataset="procedural", root=root, procedural={"train_size": 60, "test_size": 40, **options})
+def proc_cfg(root: Path, **options) -> ImageDataConfig:
+    return ImageDataConfig(dataset="procedural", root=root, procedural={"train_size": 60, "test_size": 40, **options})
 
 
 def test_procedural_shapes_and_labelings(tmp_path):
@@ -335,8 +400,8 @@ def test_procedural_label_only_in_the_drawn_shape():
 @pytest.mark.parametrize("options,match", [({"size": 3}, "'size'"), ({"label": "colour"}, "label"),
                                            ({"train_size": -1}, "train_size"), ({"seed": "x"}, "seed")])
 def test_procedural_bad_options(tmp_path, options, match):
-    with pytest.raises(DatasetError, match=match):
-        build_split(DataConfig(dataset="procedural", root=tmp_path, procedural=options), "train")
+    with pytest.raises(ValidationError, match=match):  # the data section's schema checks them, before any work
+        ImageDataConfig(dataset="procedural", root=tmp_path, procedural=options)
 
 
 def test_procedural_cache_reused_and_corrupt_regenerated(tmp_path, monkeypatch):

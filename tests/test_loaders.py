@@ -12,7 +12,7 @@ from PIL import Image
 
 import nvidia.dali  # noqa: F401  a pinned dependency: its absence must fail, not skip
 
-from engine.config import DataConfig
+from engine.config import ImageDataConfig
 from pipelines.dali_images import DaliLoader
 from pipelines.datasets import build_split
 from pipelines.datasets.base import ImageSet, decode_resized
@@ -34,7 +34,7 @@ JPEG_INTERIOR_MAX, JPEG_MAX, JPEG_MEAN = 1, 3, 0.3
 
 @pytest.fixture(scope="module")
 def procedural(tmp_path_factory) -> ImageSet:
-    cfg = DataConfig(dataset="procedural", root=tmp_path_factory.mktemp("data"),
+    cfg = ImageDataConfig(dataset="procedural", root=tmp_path_factory.mktemp("data"),
                      procedural={"train_size": 64, "test_size": 16})
     return build_split(cfg, "train")
 

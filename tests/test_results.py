@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import csv
 import json
-import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 from matplotlib.image import imread
 
+from tests.conftest import ROOT
 from tools import results
+from tools.tables import load_table
 
 TABLE = """
 title: synthetic
@@ -197,14 +201,10 @@ def test_readme_section_is_replaced_between_its_markers_only(tmp_path, baseline_
     readme.write_text(README)
     args = ["--table", str(baseline_table), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results"),
             "--readme", str(readme)]
-    assert results.main(args) == 0  # no run yet: says so, invents no number
-    text = readme.read_text()
-    before, _, rest = text.partition("<!-- results:demo-like -->\n")
-    section, _, after = rest.partition("<!-- /results:demo-like -->")
-    assert before == README.partition("<!-- results:demo-like -->")[0]
-    assert after == README.partition("<!-- /results:demo-like -->")[2]
-    assert "Not yet measured" in section and "make results TABLE=demo-like README=1" in section
-    assert "old text" not in section and not re.search(r"\d\.\d|±|\|", section)  # no number, no table
+    assert results.main(args) == 0  # no run yet: says so, leaves the README's part as it is
+    assert readme.read_text() == README and not (tmp_path / "results").exists()
+    before = README.partition("<!-- results:demo-like -->")[0]
+    after = README.partition("<!-- /results:demo-like -->")[2]
 
     write_finals(tmp_path / "runs")
     assert results.main(args) == 0
@@ -220,3 +220,100 @@ def test_readme_section_is_replaced_between_its_markers_only(tmp_path, baseline_
     assert results.main(args) == 2  # one line naming the file and the markers; the file is untouched
     assert readme.read_text() == "# no markers\n"
     assert results.main([*args, "train.epochs=1"]) == 2  # a trial's numbers never go to the README
+
+
+# ---------------------------------------------------------------- never an emptier table
+
+def committed_results(tmp_path):
+    """A copy of the repository's committed demo results (table, CSV, plots), as a fresh checkout has them."""
+    out = tmp_path / "results"
+    (out / "demo").mkdir(parents=True)
+    files = [ROOT / "results/demo.md", ROOT / "results/demo.csv", *sorted((ROOT / "results/demo").glob("*.png"))]
+    for path in files:
+        shutil.copyfile(path, out / path.relative_to(ROOT / "results"))
+    return out, {path.relative_to(ROOT / "results"): path.read_bytes() for path in files}
+
+
+def test_a_fresh_checkout_keeps_its_committed_results(tmp_path, capsys):
+    """make results with no runs/ says so and leaves the committed table, CSV, plots and README part alone."""
+    out, before = committed_results(tmp_path)
+    assert len(before) >= 3 and "(3 seeds)" in before[Path("demo.md")].decode()
+    readme = tmp_path / "README.md"
+    readme.write_text(README.replace("demo-like", "demo"))
+    assert results.main(["--table", "demo", "--runs", str(tmp_path / "runs"), "--out", str(out),
+                         "--readme", str(readme)]) == 0
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert readme.read_text() == README.replace("demo-like", "demo")
+    assert "demo: no finished run under" in capsys.readouterr().out
+
+
+def test_fewer_runs_than_the_table_holds_are_not_written_over_it(tmp_path, baseline_table, capsys):
+    write_finals(tmp_path / "runs")
+    args = ["--table", str(baseline_table), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    assert results.main(args) == 0  # 8 runs
+    table = tmp_path / "out" / "demo-like.md"
+    full = table.read_text()
+    assert "(4 seeds)" in full
+    capsys.readouterr()
+
+    assert results.main([*args, "--seeds", "0-0"]) == 0  # 2 runs: printed, not written
+    out = capsys.readouterr().out
+    assert "was made from 8 runs, the runs found under" in out and "are 2" in out and "(1 seed)" in out
+    assert table.read_text() == full
+    assert results.main([*args, "--seeds", "0-0", "--replace"]) == 0
+    assert "(1 seed)" in table.read_text() and "(4 seeds)" not in table.read_text()
+
+    replaced = table.read_text()
+    trial = results.trial_root(tmp_path / "runs", ["train.epochs=1"])
+    write_finals(trial)
+    assert results.main([*args, "train.epochs=1"]) == 0  # a trial's table goes beside the table, never over it
+    assert table.read_text() == replaced and "(4 seeds)" in (tmp_path / "out" / trial.name / "demo-like.md").read_text()
+
+
+# ---------------------------------------------------------------- what the plots show
+
+def test_every_plot_gives_a_method_one_colour_and_names_what_it_shows(tmp_path, baseline_table, monkeypatch):
+    """Colours by method across plots, legend entries only for what is drawn, the band named, the title naming
+    the table and the row's setting, a y-range spanning the values (not from 0)."""
+    write_finals(tmp_path / "runs")
+    figures = []
+    monkeypatch.setattr(results, "save_figure", lambda fig, path: figures.append((path.name, fig)))
+    table = load_table(str(baseline_table))
+    results.write_results(table, tmp_path / "runs", tmp_path / "out")
+    drawn = dict(figures)
+    colors = results.method_colors(table)
+    assert colors["scratch"] != colors["SSKT"]
+
+    curves = drawn["curves_linear.png"].axes[0]
+    assert curves.get_title() == "demo-like\nheads: linear"
+    lines = {line.get_label(): to_hex(line.get_color()) for line in curves.get_lines()}
+    assert lines == {"scratch (baseline): mean of 4 seeds": colors["scratch"], "SSKT: mean of 4 seeds": colors["SSKT"]}
+    legend = [t.get_text() for t in curves.get_legend().get_texts()]
+    assert legend[-1] == "band: min–max over the seeds"
+    assert to_hex(drawn["curves_none.png"].axes[0].get_lines()[0].get_color()) == colors["scratch"]
+
+    panels = drawn["bars.png"]
+    legend = [t.get_text() for t in panels.legends[0].get_texts()]  # no paper entry: none in the table
+    assert legend == ["ours, final epoch: mean ± std over the seeds (small dots: each seed)",
+                      "scratch (the baseline): its mean"]
+    none, linear = panels.axes
+    assert none.get_title() == "heads: none" and linear.get_title() == "heads: linear"
+    low, high = linear.get_ylim()  # one y-range for the settings of one experiment, spanning the values
+    values = [v for seeds in FINALS.values() for v in seeds.values()]
+    assert none.get_ylim() == (low, high)
+    assert min(values) - 5 < low < min(values) and max(values) < high < max(values) + 5
+    assert [to_hex(t.get_color()) for t in none.get_xticklabels() + linear.get_xticklabels()] == \
+        [colors["scratch"], colors["SSKT"]]
+    assert to_hex(linear.get_lines()[-1].get_color()) == colors["scratch"]  # the baseline's mean, dashed
+    assert linear.get_lines()[-1].get_ydata()[0] == pytest.approx(np.mean(list(FINALS["t/scratch"].values())))
+
+
+def test_paper_numbers_get_a_legend_entry_where_the_table_has_them(written, monkeypatch):
+    figures = []
+    monkeypatch.setattr(results, "save_figure", lambda fig, path: figures.append(fig))
+    table = load_table(str(written.parent / "synthetic.yaml"))
+    results.plot_cells(table, results.collect(table, written.parent / "runs"), written / "unused.png")
+    legend = [t.get_text() for t in figures[0].legends[0].get_texts()]
+    assert legend == ["ours, final epoch: mean ± std over the seeds (small dots: each seed)", "paper: its mean ± std"]
+    cifar, voc = figures[0].axes  # rows of a grid table (data sets, metrics): each its own y-range
+    assert cifar.get_ylim()[0] > 85 and voc.get_ylim()[1] < 85

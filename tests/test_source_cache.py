@@ -17,7 +17,7 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 
 from engine.checkpoint import save_deployed
-from engine.config import DataConfig, SourceCacheConfig, SourceConfig, load_config
+from engine.config import ImageDataConfig, SourceCacheConfig, SourceConfig, load_config
 from engine.source_outputs.image_cache import (CacheError, CachedSource, cache_spec, check_cache_file, human_bytes,
                                  open_cached_source)
 from engine.trainer import train
@@ -61,7 +61,7 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def images(workdir):
-    return build_split(DataConfig(dataset="procedural", root=workdir / "data", procedural=DATA), "train")
+    return build_split(ImageDataConfig(dataset="procedural", root=workdir / "data", procedural=DATA), "train")
 
 
 def write_weights(path: Path, seed: int) -> Path:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
-from foundation.files import atomic_path, copy_atomic, file_sha256, write_atomic
+from foundation.files import atomic_path, copy_atomic, file_sha256, temporary_name, write_atomic
 
 
 def test_write_atomic_replaces_whole_file(tmp_path):
@@ -44,3 +45,32 @@ def test_file_sha256_is_the_content_hash_and_follows_a_replaced_file(tmp_path):
     assert file_sha256(str(path)) == file_sha256(tmp_path / "." / "weights.pt")  # one file, however named
     write_atomic(path, b"b" * 3_000_000)  # same path, same size, other bytes (a retrained source)
     assert file_sha256(path) == hashlib.sha256(b"b" * 3_000_000).hexdigest()
+
+
+@pytest.mark.parametrize("write", ["write_atomic", "atomic_path"])
+def test_durable_order_write_fsync_rename_fsync_folder(tmp_path, monkeypatch, write):
+    """The bytes are complete and fsynced under the temporary name before the rename, and the folder is
+    fsynced after it: renaming first could publish a name whose bytes a power cut then loses."""
+    import os
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        events.append(("fsync", target, target.read_bytes() if target.is_file() else None))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", Path(src), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = tmp_path / "out.bin"
+    if write == "write_atomic":
+        write_atomic(path, b"payload")
+    else:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"payload")
+    tmp = temporary_name(path)
+    assert events == [("fsync", tmp, b"payload"), ("replace", tmp, path), ("fsync", tmp_path, None)]

@@ -144,7 +144,7 @@ def test_sskt_video_run_cached_and_live(config, store, capsys):
     # mean softmax computed here clip by clip.
     test_videos = VIDEO_READERS["ucf101"](types.SimpleNamespace(root=store, split=1), "test")
     files = [store / "UCF-101" / f"{test_videos.store.table.names[row]}.avi" for row in test_videos.rows]
-    results = predict_module.predict(run / "checkpoints" / "final.pt", files, top=2, short_side=36)
+    results = list(predict_module.predict(run / "checkpoints" / "final.pt", files, top=2, short_side=36).results.values())
     network, _ = load_deployed(run / "checkpoints" / "final.pt")
     hits = []
     for v, result in enumerate(results):

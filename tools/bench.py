@@ -29,7 +29,6 @@ Results: a table on stdout and bench/results.json.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import platform
 import tempfile
@@ -46,13 +45,13 @@ from torchvision.models import resnet50
 from engine.checkpoint import save_deployed
 from engine.config import Config
 from engine.experiment import Experiment
-from engine.loop import train_one_epoch
 from engine.provenance import dated_path, provenance
 from engine.source_outputs import SourceOutputs
 from pipelines.datasets.base import ImageSet
 from pipelines.loaders import build_loader
 from pipelines.plan import train_plan
 from pipelines.views import ViewSet
+from tools.bench_timing import time_training
 
 SOURCE_NAMES = ("imagenet", "places365")
 PARTS = ("training", "loaders", "video", "video3d")
@@ -91,35 +90,6 @@ def training_config(workdir: Path, args, sources: dict[str, Path], cache: str = 
         "source_cache": {"root": str(workdir / "cache"), "memory_gb": 8.0, "batch_size": 128},
         "method": {"name": "sskt" if sources else "scratch"}, "optim": {"lr": 0.05},
         "train": {"epochs": 2, "progress": False, "channels_last": channels_last}})
-
-
-def timed_epoch(experiment: Experiment, outputs: SourceOutputs | None = None) -> dict:
-    """The record (engine.loop) of one epoch of the real training loop, after one warm-up batch."""
-    torch.manual_seed(0)
-    method, loader = experiment.method, experiment.train_loader
-    outputs = outputs or experiment.source_outputs
-    for epoch in (0, 1):  # epoch 0 warms up (first-touch allocations, cache load)
-        record = train_one_epoch(experiment.accelerator, method, outputs, FirstBatches(loader, 1 if epoch == 0 else None),
-                                 epoch, 2, False)
-    return record
-
-
-def time_training(experiment: Experiment, outputs: SourceOutputs | None = None) -> float:
-    """Images (or clips) per second of `timed_epoch`."""
-    return timed_epoch(experiment, outputs)["train/images_per_s"]
-
-
-class FirstBatches:
-    """A loader's epoch cut to its first `count` batches (None: all of them)."""
-
-    def __init__(self, loader, count: int | None):
-        self.loader, self.count = loader, count
-
-    def epoch(self, epoch: int):
-        return itertools.islice(self.loader.epoch(epoch), self.count)
-
-    def __len__(self) -> int:
-        return len(self.loader) if self.count is None else min(self.count, len(self.loader))
 
 
 def bench_training(args, workdir: Path, accelerator) -> dict:

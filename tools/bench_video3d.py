@@ -20,7 +20,7 @@ from torchvision.models import resnet50
 from engine.config import load_config
 from engine.experiment import Experiment
 from tools import preprocess_video
-from tools.bench import time_training
+from tools.bench_timing import time_training
 from tools.synthetic_videos import write_ucf101
 
 # name -> the shipped config whose workload is measured

@@ -71,7 +71,7 @@ def tiny_experiment(folder: Path, images: int, batch: int, precision: str = "no"
 def training_rate(device: torch.device, precision: str, channels_last: bool, steps: int, batch: int,
                   folder: Path) -> float:
     """Images/s of SSKT training steps through engine.loop (one warm-up batch first); the loss must stay finite."""
-    from tools.bench import timed_epoch
+    from tools.bench_timing import timed_epoch
 
     record = timed_epoch(tiny_experiment(folder, steps * batch, batch, precision, channels_last))
     if not np.isfinite(record["train/loss"]):

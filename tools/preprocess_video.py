@@ -1,16 +1,26 @@
 """Decode every video of a data set once into an HDF5 frame store (pipelines/frame_store.py).
 
     python -m tools.preprocess_video --dataset ucf101 --root data/UCF-101 --out data/ucf101.h5
+    python -m tools.preprocess_video --dataset mydata --layout folders --root data/my_videos --out data/mydata.h5
     make preprocess-video DATASET=hmdb51 ROOT=data/hmdb51 OUT=data/hmdb51.h5
 
-Inputs, in the data sets' own layouts:
+--dataset names the data set (the store and the runs that read it carry the name); --layout says how its
+videos and splits are laid out, and defaults to the name for ucf101 and hmdb51:
   ucf101   <root>/<Class>/v_<Class>_gXX_cYY.avi and ucfTrainTestlist/ (classInd.txt, trainlist0{1,2,3}.txt,
            testlist0{1,2,3}.txt), looked for in <root>, next to it, or at --splits
   hmdb51   <root>/<class>/<video>.avi and testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt
            (1 train, 2 test, 0 unused), same places
+  folders  your own videos, <root>/<class>/<video>: classes are the folder names, sorted. One train/test
+           split (the same in folds 1-3, so any data.split reads it): --train-list and --test-list files
+           (one <class>/<video> a line, suffix optional, words after it ignored; a video in neither is
+           left out), or else --test-fraction of each class's videos, drawn by a generator seeded with
+           --split-seed and the class name (the same split every time; at least one video of each class
+           on each side where it has two). Clips cut from one recording belong on one side: give list
+           files for that. Hidden files are ignored; a file that is neither a video (by suffix) nor a
+           frame folder is an error naming it.
 Instead of a video file, a folder <root>/<class>/<video>/image_00001.jpg ... (3D-ResNets-PyTorch's
 extracted frames) is read as is: frames already at the target size keep their JPEG bytes.
-Any container and codec PyAV reads works (AVI/MPEG-4, MP4/H.264, MKV/VP9, MJPEG).
+Any container and codec PyAV reads works (AVI/MPEG-4, MP4/H.264, MKV/VP9, MJPEG): VIDEO_SUFFIXES.
 
 Every frame is resized (shorter side --short-side, aspect kept, chroma re-sited for JPEG) by a
 libswscale filter graph and JPEG-encoded by PyAV's mjpeg encoder at --qscale (ffmpeg's -q:v: 2 best
@@ -42,6 +52,7 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -55,11 +66,10 @@ from tqdm.auto import tqdm
 from pipelines import frame_store
 from pipelines.frame_store import FAILED, OK, SHORT, TEST, TRAIN, UNUSED, FrameStoreError
 from foundation.h5blocks import BlockFile
-from pipelines.video_frames import ENCODING, Converted, convert
 from foundation.errors import UserError
+from pipelines.video_frames import ENCODING, VIDEO_SUFFIXES, Converted, convert
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 2, 3, 130
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v")
 LOG_EVERY_S = 30  # plain progress lines when stderr is not a terminal
 
 
@@ -127,7 +137,76 @@ def hmdb51_entries(root: Path, splits: Path | None) -> tuple[list[Entry], list[s
     return entries, classes
 
 
-LAYOUTS = {"ucf101": ucf101_entries, "hmdb51": hmdb51_entries}
+def folders_entries(root: Path, args) -> tuple[list[Entry], list[str]]:
+    """A plain <root>/<class>/<video> tree, split by list files or a per-class test fraction."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise InputError(f"{root}: no class folders (expected {root}/<class>/<video>)")
+    videos = {}  # "<class>/<video stem>" -> source
+    for name in classes:
+        found = class_videos(root / name)
+        if not found:
+            raise InputError(f"{root / name}: no videos ({' '.join(VIDEO_SUFFIXES)}) nor frame folders")
+        for source in found:
+            key = f"{name}/{Path(source).stem if Path(source).is_file() else Path(source).name}"
+            if key in videos:
+                raise InputError(f"{source} and {videos[key]}: two videos named {key!r}; rename one")
+            videos[key] = source
+    if args.train_list or args.test_list:
+        if not (args.train_list and args.test_list):
+            raise InputError("give both --train-list and --test-list (or neither, for --test-fraction)")
+        flags = listed_splits(videos, args.train_list, args.test_list)
+    else:
+        flags = fraction_splits(videos, classes, args.test_fraction, args.split_seed)
+    entries = [Entry(key, classes.index(key.split("/")[0]), (flags[key],) * 3, videos[key]) for key in sorted(flags)]
+    return entries, classes
+
+
+def class_videos(folder: Path) -> list[str]:
+    """The class's video files and frame folders (sorted); any other file is an error."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES:
+            found.append(str(path))
+        else:
+            raise InputError(f"{path}: not a video by its suffix ({' '.join(VIDEO_SUFFIXES)}) nor a frame "
+                             f"folder; move it out of {folder.parent}")
+    return found
+
+
+def listed_splits(videos: dict[str, str], train_list: Path, test_list: Path) -> dict[str, int]:
+    flags = {}
+    for path, flag in ((train_list, TRAIN), (test_list, TEST)):
+        for row in _rows(path, "<class>/<video> [...]", ()):
+            key = Path(row[0]).with_suffix("").as_posix() if Path(row[0]).suffix.lower() in VIDEO_SUFFIXES \
+                else row[0].rstrip("/")
+            if key not in videos:
+                raise InputError(f"{path}: {row[0]!r} is not a video under the root (<class>/<video>)")
+            if flags.get(key, flag) != flag:
+                raise InputError(f"{path}: {row[0]!r} is also in {train_list}")
+            flags[key] = flag
+    return flags
+
+
+def fraction_splits(videos: dict[str, str], classes: list[str], fraction: float, seed: int) -> dict[str, int]:
+    """Of each class, round(fraction x its videos) test videos (at least one, and one left to train on
+    where it has two), the rest train; each class drawn by its own generator, so that adding a class or
+    another class's video changes no other class's split."""
+    flags = {}
+    for name in classes:
+        members = sorted(k for k in videos if k.split("/")[0] == name)
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        held_out = min(max(round(fraction * len(members)), 1), len(members) - 1) if fraction > 0 else 0
+        test = set(rng.permutation(len(members))[:held_out].tolist())
+        flags.update({k: TEST if i in test else TRAIN for i, k in enumerate(members)})
+    return flags
+
+
+LAYOUTS = {"ucf101": lambda root, args: ucf101_entries(root, args.splits),
+           "hmdb51": lambda root, args: hmdb51_entries(root, args.splits),
+           "folders": folders_entries}
 
 
 def find_source(root: Path, name: str) -> str | None:
@@ -141,14 +220,14 @@ def find_source(root: Path, name: str) -> str | None:
 
 
 def _rows(path: Path, form: str, fields: tuple[int, ...], last_in: tuple[str, ...] | None = None) -> list[list[str]]:
-    """The non-empty lines of a split file as words (as many as `fields` allows, the last one in
-    `last_in`); anything else is one error line naming the file, line and expected form."""
+    """The non-empty lines of a split file as words (as many as `fields` allows, any number if it is
+    empty; the last one in `last_in`); anything else is one error line naming the file, line and form."""
     if not path.is_file():
         raise InputError(f"split file {path} not found")
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         row = line.split()
-        if row and (len(row) not in fields or (last_in and row[-1] not in last_in)):
+        if row and ((fields and len(row) not in fields) or (last_in and row[-1] not in last_in)):
             raise InputError(f"{path}, line {number}: {line.strip()!r} is not '{form}'")
         if row:
             rows.append(row)
@@ -252,7 +331,7 @@ def preprocess(args) -> int:
     root = Path(args.root)
     if not root.is_dir():
         raise InputError(f"video root {root} not found")
-    entries, classes = LAYOUTS[args.dataset](root, args.splits)
+    entries, classes = LAYOUTS[args.layout](root, args)
     if not entries:
         raise InputError(f"{args.dataset}: the split files list no videos")
     identity, attrs = store_identity(args.dataset, entries, classes, args)
@@ -365,10 +444,18 @@ class Progress:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, choices=sorted(LAYOUTS))
+    parser.add_argument("--dataset", required=True, help="the data set's name (ucf101, hmdb51, or your own)")
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), help="how its videos and splits are laid out "
+                        "(default: the --dataset name, for ucf101 and hmdb51)")
     parser.add_argument("--root", required=True, type=Path, help="folder of <class>/<video> files or JPEG folders")
     parser.add_argument("--out", required=True, type=Path, help="the frame store to write (.h5)")
-    parser.add_argument("--splits", type=Path, help="folder of the split files (default: found next to ROOT)")
+    parser.add_argument("--splits", type=Path, help="ucf101, hmdb51: folder of the split files (default: found "
+                        "next to ROOT)")
+    parser.add_argument("--test-fraction", type=float, default=0.3,
+                        help="folders: the fraction of each class's videos held out for test (default 0.3)")
+    parser.add_argument("--split-seed", type=int, default=0, help="folders: seeds the --test-fraction draw")
+    parser.add_argument("--train-list", type=Path, help="folders: the training videos, one <class>/<video> a line")
+    parser.add_argument("--test-list", type=Path, help="folders: the test videos, one <class>/<video> a line")
     parser.add_argument("--short-side", type=int, default=128, help="stored frames' shorter side (pixels)")
     parser.add_argument("--qscale", type=int, default=3, help="JPEG quantiser scale, 2 (best) .. 31")
     parser.add_argument("--clip-length", type=int, default=16, help="videos with fewer frames are flagged")
@@ -377,6 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 2 <= args.qscale <= 31 or args.short_side < 1 or args.clip_length < 1:
         parser.error("--qscale must be in 2..31, --short-side and --clip-length >= 1")
+    args.layout = args.layout or (args.dataset if args.dataset in ("ucf101", "hmdb51") else None)
+    if args.layout is None:
+        parser.error(f"--layout: how are {args.dataset}'s videos laid out? ({', '.join(sorted(LAYOUTS))}; "
+                     f"folders: <root>/<class>/<video>)")
+    if not 0 <= args.test_fraction < 1:
+        parser.error("--test-fraction must be in [0, 1)")
+    if args.layout != "folders" and (args.train_list or args.test_list):
+        parser.error(f"--train-list / --test-list are for --layout folders; {args.layout} has its own split files")
     with _sigterm_interrupts():
         try:
             return preprocess(args)

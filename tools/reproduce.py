@@ -1,10 +1,10 @@
 """Run every cell x seed of a named table (tables/<name>.yaml), each as its own run folder.
 
     python -m tools.reproduce --table comparison --seeds 3                (make reproduce TABLE=comparison SEEDS=3)
-    python -m tools.reproduce --table demo --seeds 3 --dry-run            (PRINT=1: the commands, and what is done)
+    python -m tools.reproduce --table demo --seeds 3 --dry-run            (PRINT=1: missing inputs, commands, cost)
     python -m tools.reproduce --table comparison --seeds 3 --nproc 4      (NPROC=4: each run on 4 GPUs)
     python -m tools.reproduce --table demo --seeds 3 --jobs 2             (JOBS=2: two runs at a time)
-    python -m tools.reproduce --table comparison --seeds 3 --slurm --nodes 2 --gpus-per-node 4   (SLURM=1)
+    python -m tools.reproduce --table comparison --seeds 3 --slurm --account A --partition P   (SLURM=1)
 
 `--seeds N` means seeds 0..N-1; several values are the seeds themselves (`--seeds 3 7`), and
 `a-b` a range (`--seeds 3-4`; one seed k: `--seeds k-k`).
@@ -20,7 +20,7 @@ that one is set aside as seed<k>.stale-<n> (kept, not deleted) and run again. A 
 does not exist yet is reported, not run; a failed run does not stop the others.
 
 Extra overrides that change what a run computes (a quick `train.epochs=5`; anything but
-NEUTRAL_KEYS) send the whole table to its own runs root, runs/trial-<hash>/, so a later full
+engine.config.neutral_keys) send the whole table to its own runs root, runs/trial-<hash>/, so a later full
 table never resumes a trial (tools/results.py finds it from the same overrides).
 
 Prerequisites follow from the configs: a source whose weights lie under runs/
@@ -29,9 +29,19 @@ configs/<name>.yaml with seed k, which is planned (once) before the first cell t
 in the same runs root. A cell whose needed checkpoint is missing when it starts fails in one
 line and is not run.
 
---slurm writes one sbatch script per cell (and per prerequisite), an array job over its
-unfinished seeds (task id = seed), that runs `accelerate launch` across the allotted GPUs
-and nodes, and a submit.sh that submits them all, each after the jobs it needs
+Before anything starts, every run's inputs are checked (tools/run_inputs.py: the engine's own readers,
+each distinct data set and weight file once): the missing ones are listed, grouped, with where each
+comes from. A local run first downloads what its configs fetch themselves (data.download, torchvision
+and Places365 weights), then skips the runs whose inputs are still missing; --dry-run and --slurm only
+list them (--fetch downloads first there too).
+
+--dry-run and --slurm also print the plan's device hours from `make bench`'s figures
+(tools/run_cost.py: measured, an upper bound, or no figure, per run).
+
+--slurm writes sbatch scripts (tools/slurm.py): one per cell (and per prerequisite), an array job over
+its unfinished seeds (task id = seed) with that cell's resources (tables/*.yaml: table, row, cell;
+--nodes, --gpus-per-node, --time, ... override them); one per distinct source-output cache the runs
+read (tools/cache_sources.py); and a submit.sh that submits them all, each after the jobs it needs
 (`--dependency=afterok:`).
 """
 from __future__ import annotations
@@ -40,6 +50,7 @@ import argparse
 import concurrent.futures
 import functools
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -49,16 +60,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from engine.config import ConfigError, load_config
-from engine.config import resumable_keys
+from engine.config import neutral_keys, resumable_keys
+from engine.experiment import resolve_sources
 from engine.reruns import changed_settings
-from tools.tables import Cell, Table, TableError, cell_label, load_table, selected, table_names
+from tools import run_cost
+from tools.run_inputs import InputCheck, MissingInput
+from tools.tables import (DEFAULT_RESOURCES, Cell, Resources, Table, TableError, cell_label, load_table, selected,
+                          table_names, time_hours)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS = Path("runs")
-PORT = 29500
-# Overrides that do not change what a run computes; any other sends the table to a trial runs root.
-NEUTRAL_KEYS = {"train.progress", "train.channels_last", "data.workers"}
 # A checkpoint another run writes: runs/<run name>/seed<k>/checkpoints/<file>.
 RUN_CHECKPOINT = re.compile(r"(?P<name>.+)/seed(?P<seed>\d+)/checkpoints/[^/]+")
 
@@ -73,6 +87,7 @@ class Job:
     needs: tuple[Path, ...] = ()  # checkpoints of other runs this one reads (its sources' weights)
     overrides: tuple[str, ...] = ()  # those sources pointed at them, when the runs root is not runs/
     extra: tuple[str, ...] = ()  # the overrides given to every run of the table
+    resources: Resources = DEFAULT_RESOURCES  # what it asks a SLURM cluster for
 
     @property
     def run_dir(self) -> Path:
@@ -97,13 +112,22 @@ class Job:
         without the config.yaml every run writes (made by hand) cannot be compared: none."""
         if not (self.run_dir / "config.yaml").exists():
             return []
-        args = self.train_args()
         try:
-            stat = config_path(self.cell.config).stat()  # a config edited since is read again
-            cfg = resolved_config(self.cell.config, tuple(args[args.index("--config") + 2:]), (stat.st_mtime_ns, stat.st_size))
+            cfg = self.config()
         except (ConfigError, OSError) as e:
             return [str(e)]
         return changed_settings(self.run_dir / "config.yaml", cfg, may_differ=resumable_keys() - {"train.epochs"})
+
+    def config(self):
+        """The config this job's run trains with (ConfigError, OSError when it cannot be read)."""
+        args = self.train_args()
+        stat = config_path(self.cell.config).stat()  # a config edited since is read again
+        return resolved_config(self.cell.config, tuple(args[args.index("--config") + 2:]), (stat.st_mtime_ns, stat.st_size))
+
+    @property
+    def todo(self) -> bool:
+        """Whether the job would train (now or when its turn comes)."""
+        return self.status in ("new", "resume", "stale")
 
 
 @functools.lru_cache(maxsize=None)
@@ -155,7 +179,7 @@ def add_seeds_argument(parser: argparse.ArgumentParser, default: list[int] | Non
 
 def trial_root(runs_root: Path, extra: list[str]) -> Path:
     """`runs_root` for the table itself; runs_root/trial-<hash> when `extra` changes what the runs compute."""
-    changing = sorted(o for o in extra if o.partition("=")[0].strip() not in NEUTRAL_KEYS)
+    changing = sorted(o for o in extra if o.partition("=")[0].strip() not in neutral_keys())
     if not changing:
         return Path(runs_root)
     return Path(runs_root) / f"trial-{hashlib.sha256(chr(10).join(changing).encode()).hexdigest()[:8]}"
@@ -176,30 +200,38 @@ def needed_runs(cell: Cell) -> list[tuple[int, Path, str, int]]:
 
 
 def with_prerequisites(label: str, cell: Cell, seed: int, runs_root: Path, extra: tuple[str, ...] = (),
-                       depth: int = 0) -> list[Job]:
-    """The runs the cell's sources need (recursively, first), then the cell's own job."""
+                       depth: int = 0, resources: Resources = DEFAULT_RESOURCES,
+                       prerequisites: dict[str, Resources] | None = None) -> list[Job]:
+    """The runs the cell's sources need (recursively, first), then the cell's own job. A prerequisite asks for
+    its entry in `prerequisites` (by run name) over `resources`, the cell's."""
     if depth > 8:
         raise TableError(f"{cell.config}: its sources' weights need runs that need each other")
     jobs, needs, overrides = [], [], []
     for index, weights, name, needed_seed in needed_runs(cell):
         maker = Cell(config=f"configs/{name}.yaml")
-        jobs += with_prerequisites(f"prerequisite {name}", maker, needed_seed, runs_root, extra, depth + 1)
+        own = (prerequisites or {}).get(name, Resources()).over(resources)
+        jobs += with_prerequisites(f"prerequisite {name}", maker, needed_seed, runs_root, extra, depth + 1, own,
+                                   prerequisites)
         needs.append(Path(runs_root) / weights.relative_to(DEFAULT_RUNS))
         if Path(runs_root) != DEFAULT_RUNS:
             overrides.append(f"sources.{index}.weights={needs[-1]}")
-    jobs.append(Job(label, cell, seed, Path(runs_root), tuple(needs), tuple(overrides), tuple(extra)))
+    jobs.append(Job(label, cell, seed, Path(runs_root), tuple(needs), tuple(overrides), tuple(extra), resources))
     return jobs
 
 
 def plan(table: Table, seeds: list[int], runs_root: Path = DEFAULT_RUNS, cells: list[str] = (),
-         extra: list[str] = ()) -> list[Job]:
-    """Every selected cell x seed in reading order, each after the runs it needs; a run folder is listed once."""
+         extra: list[str] = (), resources: Resources = Resources()) -> list[Job]:
+    """Every selected cell x seed in reading order, each after the runs it needs; a run folder is listed once.
+    `resources` (the command line's) override every job's own."""
     jobs, seen = [], set()
+    prerequisites = {name: resources.over(own) for name, own in table.prerequisites.items()}
     for row, column, cell in table.cells():
         if not selected(row, column, list(cells)):
             continue
         for seed in seeds:
-            for job in with_prerequisites(cell_label(row, column), cell, seed, runs_root, tuple(extra)):
+            for job in with_prerequisites(cell_label(row, column), cell, seed, runs_root, tuple(extra),
+                                          resources=resources.over(table.resources_of(row, cell)),
+                                          prerequisites=prerequisites):
                 if job.run_dir not in seen:
                     seen.add(job.run_dir)
                     jobs.append(job)
@@ -208,6 +240,91 @@ def plan(table: Table, seeds: list[int], runs_root: Path = DEFAULT_RUNS, cells: 
 
 def maker_of(path: Path, jobs: list[Job]) -> Job | None:
     return next((j for j in jobs if path.is_relative_to(j.run_dir)), None)
+
+
+# ---------------------------------------------------------------- what the plan reads, and builds first
+
+def missing_inputs(jobs: list[Job], check: InputCheck) -> dict[Path, list[MissingInput]]:
+    """Run folder -> the inputs its job cannot read, for every job that would train; each distinct input is
+    read once (tools.run_inputs), a checkpoint another job of the plan writes is not an input."""
+    missing = {}
+    for job in jobs:
+        if not job.todo:
+            continue
+        try:
+            cfg = job.config()
+        except (ConfigError, OSError) as e:  # reported again when the job would start
+            missing[job.run_dir] = [MissingInput("config", str(e))]
+            continue
+        found = check.missing(cfg, lambda path: maker_of(path, jobs) is not None)
+        if found:
+            missing[job.run_dir] = found
+    return missing
+
+
+def print_missing_inputs(jobs: list[Job], missing: dict[Path, list[MissingInput]]) -> None:
+    """Every missing input once, grouped by kind, with where it comes from and the cells that read it."""
+    readers: dict[MissingInput, list[Job]] = {}
+    for job in jobs:
+        for item in missing.get(job.run_dir, []):
+            readers.setdefault(item, []).append(job)
+    if not readers:
+        return
+    print(f"# inputs missing ({len(readers)}), read by {len(missing)} of the {sum(j.todo for j in jobs)} runs "
+          "to do:")
+    for kind in dict.fromkeys(item.kind for item in readers):
+        print(f"# {kind}:")
+        for item, jobs_reading in readers.items():
+            if item.kind == kind:
+                cells = list(dict.fromkeys(job.label for job in jobs_reading))
+                shown = ", ".join(cells[:4]) + (f" and {len(cells) - 4} more" if len(cells) > 4 else "")
+                print(f"#   {item.text()}")
+                print(f"#     read by {len(jobs_reading)} run(s): {shown}")
+
+
+@dataclass
+class SourceCache:
+    """One frozen source's output cache that the plan's runs read, built once by tools.cache_sources before them
+    (a training job would otherwise build it while the others wait on its file lock)."""
+    job: Job  # the first job that reads it: its config and overrides build it
+    index: int  # the source's position in that config
+    name: str  # the source's name
+    sources: int  # how many sources that config has (the others' caches are not built by this one)
+    readers: list[Job]
+
+    def build_args(self) -> list[str]:
+        """tools.cache_sources' arguments: the job's config and overrides, every other source's cache off."""
+        args = self.job.train_args()
+        others = [f"sources.{i}.cache=off" for i in range(self.sources) if i != self.index]
+        return ["-m", "tools.cache_sources", *args[args.index("--config"):], *others]
+
+
+def cache_key(cfg, index: int) -> str:
+    """What a source's cache depends on, as the config states it: the source (name, weights, preprocessing),
+    the data and the cache settings (not batch sizes, loaders or workers). The cache's own identity hashes the
+    files' contents; this key is the same for the same inputs named the same way."""
+    data = cfg.data.model_dump(mode="json")
+    for loading_only in ("batch_size", "eval_batch_size", "workers", "loader", "download", "val_clips"):
+        data.pop(loading_only, None)
+    source = resolve_sources(cfg)[index].model_dump(mode="json", exclude={"cache"}, warnings=False)
+    settings = cfg.source_cache.model_dump(mode="json", exclude={"memory_gb", "batch_size"})
+    return json.dumps([source, data, settings], sort_keys=True)
+
+
+def source_caches(jobs: list[Job]) -> list[SourceCache]:
+    """The distinct caches of the sources (cache not off) of every job that would train, in plan order."""
+    caches: dict[str, SourceCache] = {}
+    for job in (j for j in jobs if j.todo):
+        try:
+            cfg = job.config()
+        except (ConfigError, OSError):
+            continue
+        sources = resolve_sources(cfg)
+        for index, source in enumerate(sources):
+            if source.cache != "off":
+                cache = caches.setdefault(cache_key(cfg, index), SourceCache(job, index, source.name, len(sources), []))
+                cache.readers.append(job)
+    return list(caches.values())
 
 
 def train_args(cell: Cell, seed: int | str, runs_root: Path, extra: list[str]) -> list[str]:
@@ -259,27 +376,32 @@ def maker_name(path: Path) -> str:
 
 # ---------------------------------------------------------------- running here
 
-def run_all(jobs: list[Job], nproc: int, dry_run: bool, parallel: int = 1) -> int:
-    failed, missing = [], sorted({j.cell.config for j in jobs if j.status == "missing config"})
+def run_all(jobs: list[Job], nproc: int, dry_run: bool, parallel: int = 1,
+            missing: dict[Path, list[MissingInput]] | None = None) -> int:
+    """Run (or with `dry_run`, print) every job; a job whose inputs are `missing` is not run."""
+    missing = missing or {}
+    failed, no_config = [], sorted({j.cell.config for j in jobs if j.status == "missing config"})
     if parallel > 1 and not dry_run:
-        run_side_by_side(jobs, nproc, parallel, failed)
+        run_side_by_side(jobs, nproc, parallel, failed, missing)
     else:
         for job in jobs:
-            cmd = prepare(job, jobs, nproc, dry_run, failed)
+            cmd = prepare(job, jobs, nproc, dry_run, failed, missing)
             if cmd and not dry_run and subprocess.run(cmd, cwd=Path.cwd()).returncode != 0:
                 failed.append(describe(job))
     counts = {s: sum(j.status == s for j in jobs) for s in ("done", "stale", "resume", "new", "missing config")}
-    print(f"# {len(jobs)} cell x seed runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    if missing:
-        print(f"# configs that do not exist yet ({len(missing)}): {' '.join(missing)}")
+    print(f"# {len(jobs)} cell x seed runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+          + (f"; {len(missing)} cannot start: inputs missing (listed first)" if missing else ""))
+    if no_config:
+        print(f"# configs that do not exist yet ({len(no_config)}): {' '.join(no_config)}")
     if failed:
-        print(f"# failed ({len(failed)}): {'; '.join(failed)}", file=sys.stderr)
-    return 1 if failed or (missing and not dry_run) else 0
+        print(f"# failed or not run ({len(failed)}): {'; '.join(failed)}", file=sys.stderr)
+    return 1 if failed or ((no_config or missing) and not dry_run) else 0
 
 
-def prepare(job: Job, jobs: list[Job], nproc: int, dry_run: bool, failed: list[str]) -> list[str] | None:
+def prepare(job: Job, jobs: list[Job], nproc: int, dry_run: bool, failed: list[str],
+            missing: dict[Path, list[MissingInput]]) -> list[str] | None:
     """Say what happens to `job` and get it ready: the command to run, or None when it is not run (done, no
-    config yet, a needed checkpoint missing: then it is in `failed`). A stale run is set aside here."""
+    config yet, an input or a needed checkpoint missing: then it is in `failed`). A stale run is set aside here."""
     status = job.status
     cmd = command(job, nproc)
     if status == "missing config":
@@ -287,6 +409,10 @@ def prepare(job: Job, jobs: list[Job], nproc: int, dry_run: bool, failed: list[s
         return None
     if status == "done":
         print(f"# {describe(job)}: done ({job.run_dir / 'summary.json'}); skipped")
+        return None
+    if job.run_dir in missing and not dry_run:
+        print(f"# {describe(job)}: inputs missing (listed first); not run", file=sys.stderr, flush=True)
+        failed.append(describe(job))
         return None
     if status == "stale":
         why = "; ".join(job.changed_settings()[:3])
@@ -306,12 +432,14 @@ def prepare(job: Job, jobs: list[Job], nproc: int, dry_run: bool, failed: list[s
         print(f"# {missing_checkpoint(job, absent[0])}", file=sys.stderr, flush=True)
         failed.append(describe(job))
         return None
-    print(f"# {describe(job)}: {'resuming' if status == 'resume' else 'new run'} in {job.run_dir}", flush=True)
+    blocked = "; cannot start until its missing inputs are there (listed first)" if job.run_dir in missing else ""
+    print(f"# {describe(job)}: {'resuming' if status == 'resume' else 'new run'} in {job.run_dir}{blocked}", flush=True)
     print(shlex.join(cmd), flush=True)
     return cmd
 
 
-def run_side_by_side(jobs: list[Job], nproc: int, parallel: int, failed: list[str]) -> None:
+def run_side_by_side(jobs: list[Job], nproc: int, parallel: int, failed: list[str],
+                     missing: dict[Path, list[MissingInput]]) -> None:
     """Up to `parallel` runs at once (--jobs): small cells fill a many-core machine or a GPU better side by side
     than one after another. Whenever a slot is free, the first job in the plan's order whose makers (the runs
     that write what it needs) have ended starts in it, with its share of the CPU threads (OMP_NUM_THREADS,
@@ -326,7 +454,7 @@ def run_side_by_side(jobs: list[Job], nproc: int, parallel: int, failed: list[st
         return not makers & unfinished
 
     def start(job: Job, slot: int) -> None:
-        cmd = prepare(job, jobs, nproc, False, failed)
+        cmd = prepare(job, jobs, nproc, False, failed, missing)
         if cmd is not None:
             run_logged(job, cmd, slot_env(slot, parallel, gpus), failed)
 
@@ -374,95 +502,46 @@ def slot_env(slot: int, parallel: int, gpus: list[str]) -> dict[str, str]:
     return env
 
 
-# ---------------------------------------------------------------- SLURM
-
-def slurm_script(table: Table, job: Job, seeds: list[int], nodes: int, gpus_per_node: int, cpus_per_task: int, time_limit: str, partition: str | None, log_dir: Path) -> str:
-    """An sbatch array job over `seeds` (array task id = seed) running the job's cell under accelerate launch."""
-    cell = job.cell
-    train = shlex.join(job.train_args("SEED")).replace("seed=SEED", 'seed="$SEED"')
-    accelerate = shlex.quote(executable("accelerate", ROOT))
-    # Array tasks of one cell may share a node: each rendezvous on its own port.
-    port = f"--main_process_port $(({PORT} + SLURM_JOB_ID % 10000))"
-    if nodes == 1:
-        multi = f"--multi_gpu {port} " if gpus_per_node > 1 else ""
-        launch = f"{accelerate} launch {multi}--num_processes {gpus_per_node}"
-    else:  # one task per node; c10d rendezvous on the first node gives each machine its rank
-        launch = (f"srun --ntasks-per-node=1 {accelerate} launch --multi_gpu "
-                  f"--num_machines \"$SLURM_NNODES\" --num_processes $((SLURM_NNODES * {gpus_per_node})) "
-                  f"--rdzv_backend c10d --main_process_ip \"$HEAD_NODE\" {port}")
-    paper = f"paper {cell.paper}" + (f" ± {cell.pm}" if cell.pm is not None else "") if cell.paper is not None else "no paper number"
-    checks = [f"test -f {shlex.quote(str(p))} || {{ echo {shlex.quote(missing_checkpoint(job, p))} >&2; exit 1; }}"
-              for p in job.needs]
-    lines = [
-        "#!/bin/bash",
-        f"#SBATCH --job-name={slug(f'sskt-{table.name}-{job.label}')}",
-        f"#SBATCH --array={','.join(map(str, seeds))}",
-        f"#SBATCH --nodes={nodes}",
-        "#SBATCH --ntasks-per-node=1",
-        f"#SBATCH --gpus-per-node={gpus_per_node}",
-        f"#SBATCH --cpus-per-task={cpus_per_task}",
-        f"#SBATCH --time={time_limit}",
-        f"#SBATCH --output={log_dir}/%x-seed%a-%j.out",
-        *([f"#SBATCH --partition={partition}"] if partition else []),
-        f"# {table.name}: {job.label}: {cell.config} ({paper}); the array task id is the seed.",
-        "# Data, weights and source caches are read from the paths in the config (a shared file system);",
-        "# the first job to need a source cache builds it under a file lock, the others wait and reuse it.",
-        "set -euo pipefail",
-        f"cd {shlex.quote(str(ROOT))}",
-        "SEED=$SLURM_ARRAY_TASK_ID",
-        *(["# the checkpoints its sources read (submit.sh starts it after the jobs that write them)", *checks]
-          if checks else []),
-        *(['HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'] if nodes > 1 else []),
-        f"{launch} {train}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def write_slurm(table: Table, jobs: list[Job], out_dir: Path, **resources) -> list[Path]:
-    """One script per cell (array over its unfinished seeds), and submit.sh submitting each after those it needs."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_dir = (out_dir / "logs").resolve()
-    by_cell: dict[tuple[str, str], list[Job]] = {}
-    for job in jobs:
-        by_cell.setdefault((job.label, job.cell.run_name), []).append(job)
-    scripts, variables, submit = [], {}, []  # run folder -> the shell variable holding its job's id
-    for cell_jobs in by_cell.values():
-        first = cell_jobs[0]
-        todo = [j.seed for j in cell_jobs if j.status in ("new", "resume")]
-        for job in (j for j in cell_jobs if j.status == "stale"):
-            print(f"# {describe(job)}: {job.run_dir} was made with other settings "
-                  f"({'; '.join(job.changed_settings()[:3])}); move it away (or run here) to include it; no script")
-        if first.status == "missing config":
-            print(f"# {first.label}: config {first.cell.config} does not exist yet; no script")
-            continue
-        if not todo:
-            print(f"# {first.label}: every seed done; no script")
-            continue
-        name = slug(first.label)
-        path = out_dir / f"{name}.sbatch"
-        path.write_text(slurm_script(table, first, todo, log_dir=log_dir, **resources))
-        scripts.append(path)
-        after = sorted({variables[maker.run_dir] for j in cell_jobs for p in j.needs
-                        if (maker := maker_of(p, jobs)) is not None and maker.run_dir in variables})
-        dependency = f"--dependency=afterok:{':'.join(f'${{{v}%%;*}}' for v in after)} " if after else ""
-        variable = f"job_{name}"
-        submit.append(f"{variable}=$(sbatch --parsable {dependency}{shlex.quote(str(path.resolve()))})")
-        variables.update({j.run_dir: variable for j in cell_jobs})
-        print(f"{path}: {first.cell.config}, seeds {todo}" + (f", after {', '.join(after)}" if after else ""))
-    script = out_dir / "submit.sh"
-    script.write_text("#!/bin/bash\n# Submits every cell of the table (one array job per cell), each after the jobs "
-                      "whose checkpoints it reads.\nset -euo pipefail\n"
-                      f"mkdir -p {shlex.quote(str(log_dir))}\n" + "".join(line + "\n" for line in submit))
-    script.chmod(0o755)
-    print(f"{script}: submits the {len(scripts)} scripts (bash {script})")
-    return scripts
-
-
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9+]+", "_", text).strip("_").lower().replace("+", "")
 
 
 # ---------------------------------------------------------------- entry point
+
+def print_estimate(jobs: list[Job], check: InputCheck, bench_files: list[Path]) -> None:
+    """The plan's device hours from each bench file's figures (tools.run_cost), and the runs whose estimate on
+    a GPU exceeds the time they ask for."""
+    todo = [job for job in jobs if job.todo]
+    runs = []
+    for job in todo:
+        try:
+            cfg = job.config()
+        except (ConfigError, OSError):
+            continue
+        runs.append((job, cfg, check.train_set(cfg.data)))
+    caches = [(c.job.config(), c.index, check.train_set(c.job.config().data)) for c in source_caches(jobs)]
+    for path in bench_files:
+        try:
+            bench = run_cost.read_bench(path)
+        except ValueError as e:
+            print(f"# no estimate from {e}")
+            continue
+        result = run_cost.estimate(runs, caches, bench)
+        print("\n".join(run_cost.report(result, len(todo))))
+        if bench.gpu:
+            for job in todo:
+                hours = result.per_run.get(job.run_dir)
+                r = job.resources
+                if hours is not None and hours / (r.nodes * r.gpus) > time_hours(r.time):
+                    print(f"# warning: {describe(job)}: about {hours / (r.nodes * r.gpus):.1f} h on "
+                          f"{r.nodes} x {r.gpus} GPU(s) by {bench.path}, more than its time {r.time}")
+
+
+def bench_files(given: list[Path] | None) -> list[Path]:
+    """--bench, or the bench files of the checkout that exist (relative paths: here, else in the checkout)."""
+    paths = [p if p.exists() or p.is_absolute() else ROOT / p for p in (given or run_cost.DEFAULT_BENCH)]
+    return paths if given else [p for p in paths if p.exists()]
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -474,26 +553,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per run, under accelerate launch")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once on this machine, each with its share of the threads (and GPUs); default 1")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands and what is done; run nothing")
-    parser.add_argument("--slurm", action="store_true", help="write sbatch scripts instead of running")
-    parser.add_argument("--slurm-dir", type=Path, help="where the scripts go (default slurm/<table>/)")
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--gpus-per-node", type=int, default=1)
-    parser.add_argument("--cpus-per-task", type=int, default=16)
-    parser.add_argument("--time", default="24:00:00", help="sbatch --time")
-    parser.add_argument("--partition")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the missing inputs, the commands, what is done and the cost; run nothing")
+    parser.add_argument("--fetch", action="store_true",
+                        help="with --dry-run or --slurm: download the inputs the configs say where to fetch from "
+                             "(a local run always does so first)")
+    parser.add_argument("--bench", type=Path, action="append",
+                        help="bench file(s) for the cost estimate (default: bench/gpu-h100.json, bench/results.json)")
+    slurm = parser.add_argument_group("SLURM", "--slurm writes sbatch scripts instead of running; the resources "
+                                      "override every run's own (tables/*.yaml: resources)")
+    slurm.add_argument("--slurm", action="store_true", help="write sbatch scripts and submit.sh")
+    slurm.add_argument("--slurm-dir", type=Path, help="where the scripts go (default slurm/<table>/)")
+    slurm.add_argument("--nodes", type=int)
+    slurm.add_argument("--gpus-per-node", type=int)
+    slurm.add_argument("--cpus-per-task", type=int, help="CPUs per node (default 8 per GPU)")
+    slurm.add_argument("--time", help="sbatch --time (minutes, h:mm:ss, d-hh:mm:ss)")
+    slurm.add_argument("--mem", help="sbatch --mem per node (64G)")
+    slurm.add_argument("--account")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--setup", help="the scripts' environment line (default: source .venv/bin/activate; '' none)")
     parser.add_argument("overrides", nargs="*", help="applied to every run after the cell's own, e.g. train.epochs=2")
     args = parser.parse_args(argv)
     if args.jobs < 1 or (args.jobs > 1 and args.nproc > 1):
         parser.error(f"--jobs {args.jobs}: give a count >= 1, and not with --nproc > 1 (a run on several GPUs "
                      "takes them all)")
+    try:
+        resources = Resources(nodes=args.nodes, gpus=args.gpus_per_node, cpus=args.cpus_per_task, time=args.time,
+                              memory=args.mem)
+    except ValidationError as e:
+        parser.error(e.errors()[0]["msg"].removeprefix("Value error, "))
     # `--cells X key=value` would swallow the override as a pattern; a pattern never holds "=".
     args.overrides = [p for p in args.cells if "=" in p] + args.overrides
     args.cells = [p for p in args.cells if "=" not in p]
     try:
         table = load_table(args.table)
         runs_root = trial_root(args.runs, args.overrides)
-        jobs = plan(table, args.seeds, runs_root, args.cells, args.overrides)
+        jobs = plan(table, args.seeds, runs_root, args.cells, args.overrides, resources)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -502,12 +597,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if runs_root != args.runs:
         print(f"# the overrides change what the runs compute: this trial's runs go to {runs_root}/")
+    check = InputCheck(fetch=args.fetch or not (args.dry_run or args.slurm))
+    missing = missing_inputs(jobs, check)
+    print_missing_inputs(jobs, missing)
     if args.slurm:
+        from tools.slurm import Cluster, write_slurm
         write_slurm(table, jobs, args.slurm_dir or Path("slurm") / table.name,
-                    nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
-                    time_limit=args.time, partition=args.partition)
+                    Cluster(args.account, args.partition, args.setup))
+        print_estimate(jobs, check, bench_files(args.bench))
         return 0
-    return run_all(jobs, args.nproc, args.dry_run, args.jobs)
+    status = run_all(jobs, args.nproc, args.dry_run, args.jobs, missing)
+    if args.dry_run:
+        print_estimate(jobs, check, bench_files(args.bench))
+    return status
 
 
 if __name__ == "__main__":

@@ -19,11 +19,15 @@ only; overrides given as for tools/reproduce.py select the trial runs root they 
 
 `--readme README.md` also replaces the part of the README between `<!-- results:<table> -->`
 and `<!-- /results:<table> -->` with the table and links to its plots (atomically; the rest of
-the file is untouched); with no finished run, the part says so and names the command.
+the file is untouched).
 
-Writes <out>/<table>.md, <out>/<table>.csv, and PNG plots under <out>/<table>/:
-one per row (test metric per epoch, per method: mean line and min-max band over seeds,
-from each run's metrics.jsonl) and bars.png (ours vs the paper, per cell).
+Writes <out>/<table>.md, <out>/<table>.csv, and PNG plots under <out>/<table>/: bars.png (every
+cell's final value, mean ± std over seeds with each seed's dot, beside the paper's number) and one
+per row (test metric per epoch, per method: mean line and min-max band over seeds, from each run's
+metrics.jsonl); each method keeps its colour in every plot. A trial's table goes to
+<out>/trial-<hash>/. Never an emptier table over a fuller one: with no finished run of a table (a fresh
+clone), or fewer runs than its CSV was made from, its files (and README part) are left as they are
+and a line says so (--replace writes the smaller table).
 """
 from __future__ import annotations
 
@@ -31,11 +35,11 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
 import re
 import statistics
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,9 +47,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from foundation.files import write_atomic  # noqa: E402
+from foundation.files import atomic_path, write_atomic  # noqa: E402
 from tools.reproduce import DEFAULT_RUNS, add_seeds_argument, slug, trial_root, with_prerequisites  # noqa: E402
 from tools.tables import Cell, Row, Table, TableError, load_table, table_names  # noqa: E402
 
@@ -275,15 +282,33 @@ def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+def method_colors(table: Table) -> dict[str, str]:
+    """One colour per method (column), the same in every plot of the table."""
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {column: to_hex(palette[i % len(palette)]) for i, column in enumerate(table.columns)}
+
+
+def row_name(table: Table, row: Row) -> str:
+    """The row's label, named by the row header in a `cells` table ("auxiliary heads: none")."""
+    return f"{table.headers[0]}: {row.label}" if table.layout == "cells" else row.label
+
+
+def row_title(table: Table, row: Row) -> str:
+    """The table's title (its data set and target) and the row's setting."""
+    return f"{table.title}\n{row_name(table, row)}"
+
+
 def plot_row_curves(table: Table, line: Line, path: Path) -> bool:
     """Test metric per epoch, per method: mean over seeds, min-max band. False when no run has a curve."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = method_colors(table)
     drawn = False
     curves = [(column, *line.cells[column][1:]) for column in table.columns if column in line.cells]
     bases = list(line.bases.values())
-    if table.baseline and bases and table.baseline.column not in line.cells and any(runs for *_, runs in curves):
+    baseline = table.baseline.column if table.baseline else None
+    if baseline and bases and baseline not in line.cells and any(runs for *_, runs in curves):
         # compare with it in every plot that has a curve of its own
-        curves.insert(0, (table.baseline.column, line.metric, bases[0]))
+        curves.insert(0, (baseline, line.metric, bases[0]))
     for column, metric, runs in curves:
         by_epoch: dict[int, list[float]] = {}
         for run in runs:
@@ -292,71 +317,142 @@ def plot_row_curves(table: Table, line: Line, path: Path) -> bool:
         if not by_epoch:
             continue
         epochs = sorted(by_epoch)
-        mean = [statistics.mean(by_epoch[e]) for e in epochs]
-        (drawn_line,) = ax.plot(epochs, mean, label=f"{column} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+        role = " (baseline)" if column == baseline and column not in line.cells else ""
+        ax.plot(epochs, [statistics.mean(by_epoch[e]) for e in epochs], marker="o", markersize=3,
+                color=colors[column], label=f"{column}{role}: mean of {len(runs)} seed{'s' * (len(runs) > 1)}")
         ax.fill_between(epochs, [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs],
-                        color=drawn_line.get_color(), alpha=0.2, linewidth=0)
+                        color=colors[column], alpha=0.15, linewidth=0)
         drawn = True
     if drawn:
-        ax.set(title=f"{table.name}: {line.row.label}", xlabel="epoch", ylabel=f"test {metric_name(line.metric)}")
+        handles, _ = ax.get_legend_handles_labels()
+        band = Patch(color="grey", alpha=0.3, label="band: min–max over the seeds")
+        ax.set(title=row_title(table, line.row), xlabel="epoch", ylabel=f"test {metric_name(line.metric)}")
+        ax.title.set_fontsize(10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(handles=[*handles, band], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+                  frameon=False)  # below the axes: it never covers a curve
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    plt.close(fig)
+        save_figure(fig, path)
+    else:
+        plt.close(fig)
     return drawn
 
 
-def plot_bars(table: Table, lines: list[Line], path: Path) -> None:
-    """Per row and method: ours (final epoch, mean ± std) beside the paper's number (± its std)."""
+def plot_cells(table: Table, lines: list[Line], path: Path) -> None:
+    """Every cell's final-epoch value, a panel per row: ours as mean ± std over the seeds (each seed a small
+    dot) beside the paper's number ± its std where it has one, and the baseline's mean as a dashed line.
+    Points, not bars, on an axis that spans the values, so differences of a point show. The panels of a
+    `cells` table (rows are settings of one experiment) share their y-axis; a grid table's rows (data sets,
+    metrics) each get their own."""
     primary = [line for line in lines if line.primary]
-    width = 0.8 / (2 * len(table.columns))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(primary) * len(table.columns) / 2), 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for j, column in enumerate(table.columns):
-        ours, ours_err, paper, paper_err = [], [], [], []
-        for line in primary:
-            stat = line.final(column) if column in line.cells else Stat(())
-            cell = line.cells[column][0] if column in line.cells else None
-            ours.append(stat.mean if stat.n else math.nan)
-            ours_err.append(stat.std or 0.0)
-            paper.append(cell.paper if cell is not None and cell.paper is not None else math.nan)
-            paper_err.append(cell.pm or 0.0 if cell is not None else 0.0)
-        x = [i + (2 * j - len(table.columns) + 0.5) * width for i in range(len(primary))]
-        color = colors[j % len(colors)]
-        ax.bar(x, ours, width, yerr=ours_err, color=color, label=f"{column} (ours)", capsize=2)
-        ax.bar([v + width for v in x], paper, width, yerr=paper_err, color=color, alpha=0.35, hatch="//",
-               label=f"{column} (paper)", capsize=2)
-    ax.set_xticks(range(len(primary)), [line.row.label for line in primary], rotation=30, ha="right", fontsize=8)
-    ax.set(title=table.title, ylabel="test % (final epoch; metric per row: see the table)")
-    ax.legend(fontsize=7, ncol=len(table.columns))
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    colors = method_colors(table)
+    with_paper = any(cell.paper is not None for _, _, cell in table.cells())
+    across = min(len(primary), 4)
+    down = -(-len(primary) // across)
+    widths = [len(line.cells) for line in primary[:across]]
+    fig, axes = plt.subplots(down, across, squeeze=False, sharey=table.layout == "cells",
+                             figsize=(max(6.4, 1.1 * sum(widths) + 1.2 * across), 3.3 * down + 1.0),
+                             gridspec_kw={"width_ratios": [max(w, 2) for w in widths]})
+    offset = 0.18 if with_paper else 0.0
+    for ax, line in zip(axes.flat, primary):
+        columns = [column for column in table.columns if column in line.cells]
+        for x, column in enumerate(columns):
+            stat, cell, color = line.final(column), line.cells[column][0], colors[column]
+            if stat.n:
+                ax.scatter([x - offset] * stat.n, stat.values, s=12, color=color, alpha=0.45, linewidths=0)
+                ax.errorbar(x - offset, stat.mean, yerr=stat.std or 0.0, fmt="o", color=color, capsize=4,
+                            markersize=7)
+            if cell.paper is not None:
+                ax.errorbar(x + offset, cell.paper, yerr=cell.pm or 0.0, fmt="D", color=color,
+                            markerfacecolor="white", capsize=4, markersize=6)
+        base = next(iter(line.bases.values()), None)
+        base_stat = Stat(tuple(v for v in (r.final(line.metric) for r in base or []) if v is not None))
+        if base_stat.n and table.baseline.column not in columns:
+            ax.axhline(base_stat.mean, color=colors[table.baseline.column], linestyle="--", linewidth=1)
+        ax.set_xlim(-0.6, len(columns) - 0.4)
+        ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
+        for tick, column in zip(ax.get_xticklabels(), columns):
+            tick.set_color(colors[column])
+        ax.set_title(textwrap.fill(row_name(table, line.row), 40), fontsize=9)
+        ax.set_ylabel(f"test {metric_name(line.metric)}", fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes.flat[len(primary):]:
+        ax.set_visible(False)
+    legend = [Line2D([], [], marker="o", color="grey", linestyle="", markersize=7,
+                     label="ours, final epoch: mean ± std over the seeds (small dots: each seed)")]
+    if with_paper:
+        legend.append(Line2D([], [], marker="D", color="grey", markerfacecolor="white", linestyle="", markersize=6,
+                             label="paper: its mean ± std"))
+    if table.baseline and any(line.bases for line in primary):
+        legend.append(Line2D([], [], color=colors[table.baseline.column], linestyle="--",
+                             label=f"{table.baseline.column} (the baseline): its mean"))
+    fig.suptitle(table.title, fontsize=10)
+    fig.legend(handles=legend, fontsize=8, loc="lower center", ncol=len(legend), frameon=False)
+    fig.tight_layout(rect=(0, 0.06 if down == 1 else 0.03, 1, 1))
+    save_figure(fig, path)
+
+
+class KeptResults(Exception):
+    """The table's files were left as they are (no run found, or fewer than they hold): why, in one line;
+    `text` is the table that was not written."""
+
+    def __init__(self, message: str, text: str = ""):
+        super().__init__(message)
+        self.text = text
+
+
+def runs_found(lines: list[Line]) -> set[tuple[str, int]]:
+    """(run folder, seed) of every finished run the table's lines use."""
+    return {(cell.run_name, run.seed) for line in lines for cell, _, runs in line.cells.values() for run in runs}
+
+
+def runs_in_csv(path: Path) -> set[tuple[str, int]]:
+    """(run folder, seed) of every run a table's CSV (as csv_text writes it) was made from; none if no such file."""
+    if not path.exists():
+        return set()
+    with open(path, newline="") as f:
+        return {(row["run"], int(seed)) for row in csv.DictReader(f) if row.get("run")
+                for seed in (row.get("seeds") or "").split() if seed.isdigit()}
+
+
+def save_figure(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
 def write_results(table: Table, runs_root: Path, out_dir: Path, seeds: list[int] | None = None,
-                  readme: Path | None = None, extra: tuple[str, ...] = ()) -> dict[str, Path]:
-    """The table as Markdown and CSV, and its plots (and its README section); returns what was written."""
+                  readme: Path | None = None, extra: tuple[str, ...] = (), replace: bool = False) -> dict[str, Path]:
+    """The table as Markdown and CSV, and its plots (and its README section); returns what was written.
+
+    Never an emptier table over a fuller one: with no finished run, or fewer runs than the CSV already
+    there was made from (a fresh clone's committed results; a run of some seeds only), nothing is written
+    (KeptResults says why) unless `replace`."""
     lines = collect(table, runs_root, seeds, extra)
-    plots = out_dir / table.name
-    plots.mkdir(parents=True, exist_ok=True)
+    text = markdown(table, lines, runs_root)
     written = {"markdown": out_dir / f"{table.name}.md", "csv": out_dir / f"{table.name}.csv",
-               "bars": plots / "bars.png"}
-    write_atomic(written["markdown"], markdown(table, lines, runs_root))
+               "bars": out_dir / table.name / "bars.png"}
+    found, held = runs_found(lines), runs_in_csv(written["csv"])
+    if not found:
+        raise KeptResults(f"{table.name}: no finished run under {runs_root}/ (`make reproduce TABLE={table.name}` "
+                          f"runs them); {written['markdown']}, {written['csv']} and {out_dir / table.name}/ left as "
+                          "they are")
+    if len(found) < len(held) and not replace:
+        raise KeptResults(f"{table.name}: {written['csv']} was made from {len(held)} runs, the runs found under "
+                          f"{runs_root}/ are {len(found)}: the emptier table (above) is not written over it "
+                          "(--replace, make results REPLACE=1, writes it)", text)
+    written["bars"].parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(written["markdown"], text)
     write_atomic(written["csv"], csv_text(table, lines))
-    plot_bars(table, lines, written["bars"])
+    plot_cells(table, lines, written["bars"])
     for line in lines:
-        path = plots / f"curves_{slug(line.row.label)}.png"
+        path = written["bars"].with_name(f"curves_{slug(line.row.label)}.png")
         if line.primary and plot_row_curves(table, line, path):
             written[f"curves {line.row.label}"] = path
     if readme is not None:
-        measured = any(runs for line in lines for _, _, runs in line.cells.values())
-        section = readme_section(table, lines, runs_root, written, readme.parent) if measured else \
-            not_measured_section(table)
-        replace_section(readme, table.name, section)
+        replace_section(readme, table.name, readme_section(table, lines, runs_root, written, readme.parent))
         written["readme"] = readme
     return written
 
@@ -374,12 +470,6 @@ def readme_section(table: Table, lines: list[Line], runs_root: Path, written: di
     return (f"_Generated by `make results TABLE={table.name} README=1` from the runs under `{runs_root}/`; "
             f"do not edit by hand._\n\n" + markdown(table, lines, runs_root, heading=False)
             + "\nPlots: " + " · ".join(links) + "\n")
-
-
-def not_measured_section(table: Table) -> str:
-    command = "make demo" if table.name == "demo" else f"make reproduce TABLE={table.name} SEEDS=3"
-    return (f"_Not yet measured: no run of this table has finished. `{command}` runs it, then "
-            f"`make results TABLE={table.name} README=1` writes its table here._\n")
 
 
 def link(path: Path, base: Path) -> str:
@@ -401,9 +491,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", action="append", help=f"a table ({', '.join(table_names())}); default: all")
     parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="where the run folders are (default runs/)")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="where tables and plots go")
+    parser.add_argument("--out", type=Path, default=Path("results"),
+                        help="where tables and plots go (a trial's: <out>/trial-<hash>/)")
     add_seeds_argument(parser, None, "only these seeds (default: every seed found)")
     parser.add_argument("--readme", type=Path, help="also replace each table's marked section of this file")
+    parser.add_argument("--replace", action="store_true",
+                        help="write the table even over one made from more runs (a re-made table after a change)")
     parser.add_argument("overrides", nargs="*", help="the overrides tools.reproduce ran a trial with (its runs root)")
     args = parser.parse_args(argv)
     runs_root = trial_root(args.runs, args.overrides)
@@ -411,11 +504,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --readme: a trial's table ({' '.join(args.overrides)}) is not written to {args.readme}",
               file=sys.stderr)
         return 2
+    out = args.out if runs_root == args.runs else args.out / runs_root.name  # a trial never overwrites the table
     try:
         tables = [load_table(name) for name in (args.table or table_names())]
         for table in tables:
-            written = write_results(table, runs_root, args.out, args.seeds,
-                                    args.readme, tuple(args.overrides))
+            try:
+                written = write_results(table, runs_root, out, args.seeds, args.readme, tuple(args.overrides),
+                                        args.replace)
+            except KeptResults as kept:
+                print(f"{kept.text}\n{kept}\n" if kept.text else f"{kept}\n")
+                continue
             print(written["markdown"].read_text())
             print(f"written: {', '.join(str(p) for p in written.values())}\n")
     except (TableError, OSError) as e:

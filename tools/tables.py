@@ -5,9 +5,13 @@
     columns: [KD, DML, SSKT]
     baseline: {row: CIFAR-10 ResNet-20, column: KD}   # optional: a "Δ vs KD" beside every other cell
     layout: grid                      # grid: a line per row (the paper's look); cells: a line per cell
+    resources: {gpus: 1, time: "8:00:00"}             # what one run asks a SLURM cluster for (below)
+    prerequisites:                    # optional: resources of runs the cells need first (a KD teacher)
+      cifar10/resnet110_scratch: {time: "12:00:00"}
     rows:
       - label: CIFAR-10 ResNet-20
         also: [test/top5]             # further metrics shown under the row, without a paper number
+        resources: {memory: 32G}      # the row's runs (a cell may say otherwise)
         cells:
           KD: {config: configs/cifar10/resnet20_kd.yaml, paper: 91.75, pm: 0.24}
           SSKT: {config: ..., paper: 92.46, pm: 0.15, note: P+I,
@@ -20,15 +24,21 @@ row's own cell in that column); every other cell shows its difference to it, pai
 seed. tools/reproduce.py runs the cells, tools/results.py collects them; both read tables
 through this module. A cell's prerequisites (a KD teacher's run) follow from its config
 (tools/reproduce.py: a source's weights under runs/).
+
+Resources (nodes; gpus, cpus and memory per node; time, as sbatch takes them) are looked up
+cell, then row, then table, then DEFAULT_RESOURCES, each field on its own; a prerequisite's
+come from `prerequisites`, else from the first cell that needs it. The command line
+(tools/reproduce.py --nodes, --gpus-per-node, --time, ...) overrides them for every run.
 """
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, field_validator, model_validator
 
 from engine.config import default_run_name
 from foundation.errors import UserError
@@ -44,6 +54,59 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# sbatch --time: minutes[:seconds], hours:minutes:seconds, days-hours[:minutes[:seconds]]
+SLURM_TIME = re.compile(r"(?P<days>\d+)-(?P<hours>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
+                        r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?")
+
+
+def time_hours(text: str) -> float:
+    """An sbatch --time value in hours (ValueError when it is none)."""
+    m = SLURM_TIME.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"time {text!r} is not an sbatch time (minutes, h:mm:ss, d-hh, d-hh:mm:ss)")
+    n = {k: int(v) for k, v in m.groupdict().items() if v is not None}
+    if "days" in n:
+        return 24 * n["days"] + n["hours"] + n.get("dm", 0) / 60 + n.get("ds", 0) / 3600
+    if "c" in n:  # hours:minutes:seconds
+        return n["a"] + n["b"] / 60 + n["c"] / 3600
+    return n["a"] / 60 + n.get("b", 0) / 3600  # minutes[:seconds]
+
+
+class Resources(Strict):
+    """What one run asks a SLURM cluster for; a field left out is looked up further (see the module)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    nodes: PositiveInt | None = None
+    gpus: PositiveInt | None = None  # per node
+    cpus: PositiveInt | None = None  # per node (one task per node); default 8 per GPU
+    time: str | None = None  # sbatch --time
+    memory: str | None = None  # sbatch --mem, per node: 64G, 500M; default: the cluster's
+
+    @field_validator("time")
+    @classmethod
+    def _sbatch_time(cls, value):
+        if value is not None:
+            time_hours(value)
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _sbatch_memory(cls, value):
+        if value is not None and not re.fullmatch(r"\d+[KMGT]?", value):
+            raise ValueError(f"memory {value!r} is not an sbatch --mem size (e.g. 64G, 500M)")
+        return value
+
+    def over(self, base: "Resources") -> "Resources":
+        """These fields where set, `base`'s elsewhere."""
+        return Resources(**{**base.model_dump(exclude_none=True), **self.model_dump(exclude_none=True)})
+
+    @property
+    def cpus_per_node(self) -> int:
+        return self.cpus or 8 * (self.gpus or 1)
+
+
+DEFAULT_RESOURCES = Resources(nodes=1, gpus=1, time="24:00:00")
+
+
 class Cell(Strict):
     config: str
     overrides: list[str] = []
@@ -52,6 +115,7 @@ class Cell(Strict):
     paper: float | None = None
     pm: float | None = None  # the paper's +- (its std over runs), where it gave one
     note: str | None = None  # e.g. the source set, "P+I"
+    resources: Resources = Resources()
 
     @model_validator(mode="after")
     def _own_folder_when_overridden(self):
@@ -71,6 +135,7 @@ class Row(Strict):
     label: str
     metric: str | None = None  # default: the table's
     also: list[str] = []
+    resources: Resources = Resources()
     cells: dict[str, Cell]
 
 
@@ -89,6 +154,8 @@ class Table(Strict):
     baseline: Baseline | None = None
     layout: Literal["grid", "cells"] = "grid"
     headers: tuple[str, str] = ("row", "column")  # what a row and a column are, for the cells layout
+    resources: Resources = Resources()
+    prerequisites: dict[str, Resources] = {}  # run name -> the resources of the run that makes it
 
     @model_validator(mode="after")
     def _known_columns(self):
@@ -125,6 +192,9 @@ class Table(Strict):
         if base is None or base is row.cells[column]:
             return None
         return base_row, base
+
+    def resources_of(self, row: Row, cell: Cell) -> Resources:
+        return cell.resources.over(row.resources.over(self.resources.over(DEFAULT_RESOURCES)))
 
     def baseline_name(self) -> str:
         return self.baseline.column if self.baseline else ""

@@ -13,27 +13,20 @@ import numpy as np
 
 from pipelines.datasets.base import ImageSet
 from foundation.errors import UserError
+from foundation.registry import Registry, UnknownName
 
 if TYPE_CHECKING:
-    from engine.config import DataConfig
+    from pipelines.datasets.schema import BaseDataConfig
 
 
 class DatasetError(UserError):
     """One line naming the path or option at fault and how to fix it."""
 
 
-# Where each data set's files come from (what torchvision downloads), for the offline error.
-ORIGINS = {
-    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    "stl10": "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
-    "voc2007": "http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar)",
-}
-
-
-def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable[[], object] | None) -> None:
-    """Raise one DatasetError naming every missing file, where it goes and where it comes from, after
-    trying `download` if given."""
+def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable[[], object] | None,
+                 origin: str) -> None:
+    """Raise one DatasetError naming every missing file, where it goes and where it comes from (`origin`:
+    the archive torchvision downloads), after trying `download` if given."""
     if all(p.exists() for p in paths):
         return
     failed = ""
@@ -49,24 +42,24 @@ def ensure_files(root: Path, paths: list[Path], dataset: str, download: Callable
     folders = sorted({str(p.parent) for p in missing})
     where = (f"{folders[0]}/{{{', '.join(p.name for p in missing)}}}" if len(folders) == 1 and len(missing) > 1
              else ", ".join(str(p) for p in missing))
-    origin = f"unpack {ORIGINS[dataset]} into {root}" if dataset in ORIGINS else "put the torchvision-format files there"
     online = "" if download is not None else ", or set data.download=true on a machine with network"
-    raise DatasetError(f"{dataset}: {failed}missing {where}; {origin}{online}")
+    raise DatasetError(f"{dataset}: {failed}missing {where}; unpack {origin} into {root}{online}")
 
 
 # Imported after DatasetError and ensure_files: the readers import them from this package.
-from pipelines.datasets import cifar, procedural, stl10, video, voc  # noqa: E402
+from pipelines.datasets import cifar, image_folder, procedural, stl10, video, voc  # noqa: E402
 
-Reader = Callable[["DataConfig", str], "ImageSet | video.VideoSet"]
+Reader = Callable[["BaseDataConfig", str], "ImageSet | video.VideoSet"]
 
-READERS: dict[str, Reader] = {
+READERS: Registry[Reader] = Registry("data set", entries={
     "cifar10": cifar.read_cifar10,
     "cifar100": cifar.read_cifar100,
     "stl10": stl10.read_stl10,
     "voc2007": voc.read_voc2007,
+    "image_folder": image_folder.read_image_folder,
     "procedural": procedural.read_procedural,
     **video.VIDEO_READERS,  # -> VideoSet (clips): see is_video
-}
+})
 
 SPLITS = ("train", "val", "test")
 VAL_SEED = 20220104  # fixed forever: the validation split must hold the same samples in every run
@@ -77,23 +70,32 @@ def is_video(dataset) -> bool:
     return isinstance(dataset, video.VideoSet)
 
 
-def build_split(data_cfg: "DataConfig", split: str) -> "ImageSet | video.VideoSet":
-    """`val` is the fraction `data.val_fraction` of the training set (the same samples every time), and
-    `train` then the rest; the test split is never cut."""
+def has_own_val(data_cfg: "BaseDataConfig") -> bool:
+    """Whether the data set brings its own validation split (an image folder's <root>/val), which then
+    chooses best.pt as data.val_fraction's split would."""
+    return data_cfg.dataset == "image_folder" and image_folder.has_split(data_cfg, "val")
+
+
+def build_split(data_cfg: "BaseDataConfig", split: str) -> "ImageSet | video.VideoSet":
+    """`val` is the data set's own validation split where it has one (has_own_val), else the fraction
+    `data.val_fraction` of the training set (the same samples every time), and `train` then the rest;
+    the test split is never cut."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    reader = READERS.get(data_cfg.dataset)
-    if reader is None:
-        raise DatasetError(f"data.dataset: unknown data set {data_cfg.dataset!r}; known: {sorted(READERS)}")
+    try:
+        reader = READERS[data_cfg.dataset]
+    except UnknownName as e:
+        raise DatasetError(f"data.dataset: {e}") from None
+    if split == "val" and has_own_val(data_cfg):
+        if getattr(data_cfg, "val_fraction", 0.0):
+            raise DatasetError(f"data.val_fraction: {data_cfg.root}/val is the validation split; set it to 0")
+        return reader(data_cfg, "val")
     images = reader(data_cfg, "test" if split == "test" else "train")
     if split == "test":  # evaluating on a cut test set would make numbers incomparable
         return images
     if data_cfg.limit is not None:  # quick trials
         images = images.subset(data_cfg.limit)
-    fraction = getattr(data_cfg, "val_fraction", 0.0)
-    if fraction and is_video(images):
-        raise DatasetError("data.val_fraction: a validation split is for image data sets; video runs report "
-                           "the reference's validation clips (data.val_clips) instead")
+    fraction = getattr(data_cfg, "val_fraction", 0.0)  # images only: video runs have data.val_clips
     if not fraction:
         if split == "val":
             raise ValueError("split 'val' needs data.val_fraction > 0")
@@ -106,4 +108,4 @@ def build_split(data_cfg: "DataConfig", split: str) -> "ImageSet | video.VideoSe
     return images.take(np.sort(chosen), split)
 
 
-__all__ = ["DatasetError", "ImageSet", "READERS", "build_split", "is_video"]
+__all__ = ["DatasetError", "ImageSet", "READERS", "build_split", "has_own_val", "is_video"]

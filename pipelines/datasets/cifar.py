@@ -1,10 +1,13 @@
 """CIFAR-10/100 from torchvision's on-disk format (the official python pickle batches).
 
 We unpickle the batches ourselves rather than through torchvision.datasets.CIFAR*,
-whose load-time md5 check rejects any file but the official ones.
+whose load-time md5 check rejects any file but the official ones. A pickle can name any
+callable to run while it loads, so the batches are read by an unpickler that knows only what
+they hold (dicts, lists, strings, numbers and numpy arrays) and refuses every other name.
 """
 from __future__ import annotations
 
+import codecs
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ from pipelines.datasets import DatasetError, ensure_files
 from pipelines.datasets.base import ImageSet
 
 if TYPE_CHECKING:
-    from engine.config import DataConfig
+    from pipelines.datasets.schema import ImageDataConfig
 
 
 @dataclass(frozen=True)
@@ -29,23 +32,26 @@ class CifarLayout:
     names_key: str
     labels_key: str
     torchvision_class: str
+    origin: str  # the archive torchvision downloads
 
 
 CIFAR10 = CifarLayout("cifar10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
-                      ("test_batch",), "batches.meta", "label_names", "labels", "CIFAR10")
+                      ("test_batch",), "batches.meta", "label_names", "labels", "CIFAR10",
+                      "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
 CIFAR100 = CifarLayout("cifar100", "cifar-100-python", ("train",), ("test",), "meta",
-                       "fine_label_names", "fine_labels", "CIFAR100")
+                       "fine_label_names", "fine_labels", "CIFAR100",
+                       "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz")
 
 
-def read_cifar10(data_cfg: "DataConfig", split: str) -> ImageSet:
+def read_cifar10(data_cfg: "ImageDataConfig", split: str) -> ImageSet:
     return read_cifar(CIFAR10, data_cfg, split)
 
 
-def read_cifar100(data_cfg: "DataConfig", split: str) -> ImageSet:
+def read_cifar100(data_cfg: "ImageDataConfig", split: str) -> ImageSet:
     return read_cifar(CIFAR100, data_cfg, split)
 
 
-def read_cifar(layout: CifarLayout, data_cfg: "DataConfig", split: str) -> ImageSet:
+def read_cifar(layout: CifarLayout, data_cfg: "ImageDataConfig", split: str) -> ImageSet:
     root = Path(data_cfg.root)
     folder = root / layout.folder
     batch_names = layout.train_files if split == "train" else layout.test_files
@@ -55,7 +61,7 @@ def read_cifar(layout: CifarLayout, data_cfg: "DataConfig", split: str) -> Image
         import torchvision.datasets
         getattr(torchvision.datasets, layout.torchvision_class)(str(root), train=split == "train", download=True)
 
-    ensure_files(root, paths, layout.name, download if data_cfg.download else None)
+    ensure_files(root, paths, layout.name, download if data_cfg.download else None, layout.origin)
 
     datas, labels = [], []
     for path in paths[:-1]:
@@ -81,6 +87,33 @@ def read_cifar(layout: CifarLayout, data_cfg: "DataConfig", split: str) -> Image
                     images=np.ascontiguousarray(images), class_names=class_names)
 
 
+# The only names a CIFAR batch refers to: numpy arrays (rebuilt by ndarray's own __reduce__ function,
+# under numpy 1's and numpy 2's module names), their dtypes and numpy scalars; and `_codecs.encode`,
+# which protocol-2 pickles written by Python 3 use for bytes. Dicts, lists, str, bytes and numbers
+# need no name at all.
+_ARRAY = np.zeros(0, np.uint8).__reduce__()[0]
+_SCALAR = np.int64(0).__reduce__()[0]
+ALLOWED = {
+    **{(module, "_reconstruct"): _ARRAY for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(module, "scalar"): _SCALAR for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class RefusedName(pickle.UnpicklingError):
+    """The pickle names something a CIFAR batch never holds."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED[(module, name)]
+        except KeyError:
+            raise RefusedName(f"{module}.{name}") from None
+
+
 def _unpickle(path: Path, dataset: str) -> dict:
     """The batch dict with str keys.
 
@@ -89,7 +122,11 @@ def _unpickle(path: Path, dataset: str) -> dict:
     """
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = _BatchUnpickler(f, encoding="latin1").load()
+    except RefusedName as e:
+        raise DatasetError(f"{dataset}: {path}: refused to unpickle: it names {e}, which no CIFAR batch holds "
+                           f"(only arrays, lists, dicts, strings and numbers); replace it with the official file"
+                           ) from None
     except Exception as e:  # truncated or not a pickle at all
         raise DatasetError(f"{dataset}: {path}: cannot unpickle ({type(e).__name__}: {e})") from None
     if not isinstance(entry, dict):

@@ -46,7 +46,7 @@ from pipelines.datasets.base import ImageSet
 from foundation.files import atomic_path
 
 if TYPE_CHECKING:
-    from engine.config import DataConfig
+    from pipelines.datasets.schema import ImageDataConfig
 
 VERSION = 2  # bump whenever the pixels a (seed, split, id) produces change: it keys the cache
 SIZE = 32
@@ -66,7 +66,7 @@ CLOUD_GRID = 5
 N_UNIFORM = 22 + CLOUD_GRID * CLOUD_GRID
 
 
-def read_procedural(data_cfg: "DataConfig", split: str) -> ImageSet:
+def read_procedural(data_cfg: "ImageDataConfig", split: str) -> ImageSet:
     opts = parse_options(data_cfg.procedural)
     if split == "train":
         ids = np.arange(opts["offset"], opts["offset"] + opts["train_size"], dtype=np.int64)

@@ -14,14 +14,15 @@ from pipelines.datasets import DatasetError, ensure_files
 from pipelines.datasets.base import ImageSet
 
 if TYPE_CHECKING:
-    from engine.config import DataConfig
+    from pipelines.datasets.schema import ImageDataConfig
 
 FOLDER = "stl10_binary"
+ORIGIN = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 SIZE = 96
 DEFAULT_CLASS_NAMES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 
 
-def read_stl10(data_cfg: "DataConfig", split: str) -> ImageSet:
+def read_stl10(data_cfg: "ImageDataConfig", split: str) -> ImageSet:
     root = Path(data_cfg.root)
     folder = root / FOLDER
     x_path, y_path = folder / f"{split}_X.bin", folder / f"{split}_y.bin"
@@ -30,7 +31,7 @@ def read_stl10(data_cfg: "DataConfig", split: str) -> ImageSet:
         import torchvision.datasets
         torchvision.datasets.STL10(str(root), split=split, download=True)
 
-    ensure_files(root, [x_path, y_path], "stl10", download if data_cfg.download else None)
+    ensure_files(root, [x_path, y_path], "stl10", download if data_cfg.download else None, ORIGIN)
 
     raw = np.fromfile(x_path, dtype=np.uint8)
     if raw.size % (3 * SIZE * SIZE):

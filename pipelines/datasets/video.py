@@ -10,12 +10,16 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from foundation.registry import Registry
 from pipelines.datasets import DatasetError
 from pipelines.frame_store import TEST, TRAIN, FrameStore, FrameStoreError, stored_size
+
+if TYPE_CHECKING:
+    from pipelines.datasets.schema import VideoDataConfig
 
 
 @dataclass
@@ -59,11 +63,9 @@ class VideoSet:
         return h.hexdigest()[:16]
 
 
-def read_video_split(name: str | None, data_cfg, split: str) -> VideoSet:
+def read_video_split(name: str | None, data_cfg: "VideoDataConfig", split: str) -> VideoSet:
     """`name` None: `data_cfg.root` is the store file itself, of any data set."""
-    fold = data_cfg.split
-    if fold not in (1, 2, 3):
-        raise DatasetError(f"data.split: video data sets have official splits 1, 2 and 3, got {fold!r}")
+    fold = data_cfg.split  # 1..3, as the data section's schema allows
     path = Path(data_cfg.root) / f"{name}.h5" if name else Path(data_cfg.root)
     try:
         store = FrameStore(path)
@@ -78,8 +80,8 @@ def read_video_split(name: str | None, data_cfg, split: str) -> VideoSet:
                     t.frame_count[rows].astype(np.int64), len(t.classes), list(t.classes))
 
 
-VIDEO_READERS: dict[str, Callable[..., VideoSet]] = {
+VIDEO_READERS: Registry[Callable[..., VideoSet]] = Registry("video data set", entries={
     "ucf101": lambda data_cfg, split: read_video_split("ucf101", data_cfg, split),
     "hmdb51": lambda data_cfg, split: read_video_split("hmdb51", data_cfg, split),
     "frames": lambda data_cfg, split: read_video_split(None, data_cfg, split),
-}
+})

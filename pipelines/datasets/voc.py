@@ -15,7 +15,7 @@ from pipelines.datasets import DatasetError, ensure_files
 from pipelines.datasets.base import ImageSet
 
 if TYPE_CHECKING:
-    from engine.config import DataConfig
+    from pipelines.datasets.schema import ImageDataConfig
 
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -23,9 +23,10 @@ CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat"
 CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
 DEFAULT_SIZE = 224
 IMAGE_SETS = {"train": "trainval", "test": "test"}
+ORIGIN = "http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar)"
 
 
-def read_voc2007(data_cfg: "DataConfig", split: str) -> ImageSet:
+def read_voc2007(data_cfg: "ImageDataConfig", split: str) -> ImageSet:
     root = Path(data_cfg.root)
     base = root / "VOCdevkit" / "VOC2007"
     image_set = IMAGE_SETS[split]
@@ -36,7 +37,7 @@ def read_voc2007(data_cfg: "DataConfig", split: str) -> ImageSet:
         torchvision.datasets.VOCDetection(str(root), year="2007", image_set=image_set, download=True)
 
     ensure_files(root, [base / "JPEGImages", base / "Annotations", list_path], "voc2007",
-                 download if data_cfg.download else None)
+                 download if data_cfg.download else None, ORIGIN)
 
     ids = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
     files, labels = [], np.zeros((len(ids), len(CLASSES)), dtype=np.float32)
