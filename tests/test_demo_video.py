@@ -239,7 +239,8 @@ def test_the_video_table_runs_the_demo_configs_on_one_set_of_videos():
     for label, cell in cells.items():
         cfg = load_config(ROOT / cell.config, [*cell.overrides, "seed=2"])
         assert cfg.seed == 2 and cfg.data == prepared.data, label  # one frame store, one data protocol
-        assert (cfg.optim, cfg.train, cfg.model.target) == (prepared.optim, prepared.train, prepared.model.target), label
+        assert (cfg.optim, cfg.train, cfg.model.target) == (prepared.optim, prepared.train,
+                                                             prepared.model.target), label
         sources[label] = [Path(s.weights).name for s in cfg.sources]
     assert sources == {"none / scratch": [], "linear heads / SSKT I": ["object.pt"],
                        "linear heads / SSKT P+I": ["scene.pt", "object.pt"]}

@@ -63,17 +63,14 @@ def prepare_config(config: str | Path, overrides: list[str] = ()) -> Path:
     if cfg.data.dataset != "frames":
         raise ConfigError(f"{config}: data.dataset: the procedural videos are read as `frames`, not "
                           f"{cfg.data.dataset!r}")
-    try:
-        opts = procedural_video.options(**cfg.data.procedural)
-    except ValueError as e:
-        raise ConfigError(f"{config}: data.procedural: {e}") from None
-    return prepare_store(cfg.data.root, **opts)
+    return prepare_store(cfg.data.root, **cfg.data.procedural)  # the schema has checked the options
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepare", metavar="CONFIG", required=True,
-                        help="make CONFIG's frame store (data.root) from its data.procedural options, if missing or stale")
+                        help="make CONFIG's frame store (data.root) from its data.procedural options, "
+                             "if missing or stale")
     parser.add_argument("overrides", nargs="*", help="applied to the config, e.g. data.procedural.seed=1")
     args = parser.parse_args(argv)
     try:
