@@ -2,6 +2,7 @@
 #   make train [CONFIG=configs/...yaml] [ARGS="train.epochs=2 ..."] [NPROC=n]
 #   make reproduce TABLE=comparison|maxl|demo SEEDS=3 [CELLS=...] [NPROC=n | JOBS=n] [PRINT=1] [SLURM=1 NODES=2 GPUS=4]
 #   make results [TABLE=...] [README=1]      make demo [SEEDS=...] [CELLS=...] [JOBS=n] [ARGS=...]      make gpu-check      make gpu-bench
+#   make demo-video [SEEDS=...] [CELLS=...] [JOBS=n] [ARGS=...] [README=1]
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -47,6 +48,8 @@ test: setup ## run the test suite (CPU, no network)
 # The embedded demo's two stand-in sources are committed (configs/demo/sources/): check they are current;
 # the video demo (configs/demo/video_*.yaml) also needs its procedural videos' frame store, made once and reused.
 DEMO_DEPS = $(if $(findstring configs/demo/,$(CONFIG)),demo-sources-check) $(if $(findstring configs/demo/video_,$(CONFIG)),demo-video-data)
+# The video config whose frame store demo-video-data makes: CONFIG when it is one, else the video demo's.
+VIDEO_CONFIG = $(if $(findstring configs/demo/video_,$(CONFIG)),$(CONFIG),configs/demo/video_sskt.yaml)
 
 train: setup $(DEMO_DEPS) ## train CONFIG (default: the demo) with ARGS, on NPROC processes
 	$(LAUNCH) engine.train --config $(CONFIG) $(ARGS)
@@ -67,12 +70,15 @@ demo: demo-sources-check ## scratch, KD, DML vs SSKT on the demo data: SEEDS see
 	$(PY) -m tools.reproduce --table demo --seeds $(SEEDS) $(if $(CELLS),--cells $(CELLS)) --jobs $(DEMO_JOBS) -- $(ARGS); status=$$?; \
 	$(PY) -m tools.results --table demo --seeds $(SEEDS) $(if $(README),--readme README.md) -- $(ARGS) && exit $$status
 
-# The offline video demo: scratch vs SSKT on procedural motion videos, SEEDS seeds each (mean +- std table).
-demo-video: demo-sources-check ## scratch vs SSKT on procedural motion videos, SEEDS seeds (ARGS to every run)
-	$(PY) -m tools.demo_video $(ARGS) --seeds $(SEEDS)
+# The video demo table (tables/demo_video.yaml) on procedural motion videos: its frame store (made once), then
+# make reproduce and make results of TABLE=demo_video, as `make demo` (ARGS go to every run and to the data:
+# ARGS="data.procedural.seed=1 data.root=data/demo/video/seed1.h5" is another draw of the videos, in a trial).
+demo-video: demo-sources-check demo-video-data ## scratch vs SSKT on procedural motion videos: SEEDS seeds, mean +- std, Δ vs scratch
+	$(PY) -m tools.reproduce --table demo_video --seeds $(SEEDS) $(if $(CELLS),--cells $(CELLS)) --jobs $(DEMO_JOBS) -- $(ARGS); status=$$?; \
+	$(PY) -m tools.results --table demo_video --seeds $(SEEDS) $(if $(README),--readme README.md) -- $(ARGS) && exit $$status
 
-demo-video-data: setup ## write and preprocess the video demo's procedural videos (once)
-	$(PY) -m tools.demo_video --prepare $(CONFIG) $(ARGS)
+demo-video-data: setup ## write and preprocess the video demo's procedural videos (once per data seed)
+	$(PY) -m tools.demo_video --prepare $(VIDEO_CONFIG) $(ARGS)
 
 # Build the frozen-source output caches of CONFIG ahead of training (train builds them too).
 cache: setup $(DEMO_DEPS) ## build CONFIG's source-output caches ahead of training
@@ -104,7 +110,7 @@ preprocess-video: setup ## decode DATASET=ucf101|hmdb51|<yours> ROOT=<videos> in
 # (FETCH=1: download first). SLURM=1 writes sbatch scripts (slurm/TABLE/: an array job per cell with the table's
 # resources, NODES GPUS TIME MEM overriding them, ACCOUNT PARTITION, ENV_SETUP="a shell line"; a job per source cache;
 # submit.sh submits them in dependency order).
-reproduce: setup $(if $(filter demo,$(TABLE)),demo-sources-check) ## every cell x seed of tables/TABLE.yaml (PRINT=1, SLURM=1)
+reproduce: setup $(if $(filter demo demo_video,$(TABLE)),demo-sources-check) $(if $(filter demo_video,$(TABLE)),demo-video-data) ## every cell x seed of tables/TABLE.yaml (PRINT=1, SLURM=1)
 	$(if $(TABLE),,$(error TABLE is required: $(basename $(notdir $(wildcard tables/*.yaml)))))
 	$(PY) -m tools.reproduce --table $(TABLE) --seeds $(SEEDS) $(if $(CELLS),--cells $(CELLS)) --nproc $(NPROC) --jobs $(JOBS) \
 		$(if $(PRINT),--dry-run) $(if $(FETCH),--fetch) $(if $(SLURM),--slurm \

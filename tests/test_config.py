@@ -121,7 +121,10 @@ def test_the_data_set_picks_the_image_or_video_section(tmp_path):
     with pytest.raises(ValueError, match="unknown video data set 'cifar10'; known: frames, hmdb51, ucf101"):
         VideoDataConfig(dataset="cifar10")
     # each section holds only its own keys
-    assert {"pad", "val_fraction", "download", "image_size", "procedural"}.isdisjoint(VideoDataConfig.model_fields)
+    assert {"pad", "val_fraction", "download", "image_size"}.isdisjoint(VideoDataConfig.model_fields)
+    # `procedural` in each: the embedded procedural images' options, or the procedural videos' (the video demo)
+    with pytest.raises(ValueError, match="unknown option 'label'"):
+        VideoDataConfig(dataset="frames", procedural={"label": "shape"})
     assert {"split", "clip_length", "sample_size", "val_clips"}.isdisjoint(ImageDataConfig.model_fields)
 
 

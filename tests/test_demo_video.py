@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import types
+from pathlib import Path
 
 import av
 import numpy as np
@@ -17,6 +18,7 @@ from pipelines.frame_store import OK, TEST, TRAIN, FrameStore
 from tests.conftest import ROOT
 from tests.test_video_train import reset
 from tools import demo_video, preprocess_video
+from tools.tables import cell_label, load_table
 
 CLASSES = pv.CLASSES
 GROUPS, CLIPS, FRAMES = 8, 2, 16  # 96 videos: enough to tell six motions apart, seconds to write
@@ -43,6 +45,39 @@ def test_generation_is_deterministic_by_seed(tmp_path):
     pv.write_avi(tmp_path / "b.avi", b)
     assert (tmp_path / "a.avi").read_bytes() == (tmp_path / "b.avi").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avi", "b.avi"]  # no temporary file left
+
+
+def test_each_action_has_its_own_actor_and_scene_mostly_not_always():
+    """The shape and background kinds go with the class as designed: its own kind with probability own_shape
+    (own_background), any other uniformly; the two together name the class often, never always."""
+    assert sorted(pv.OWN_SHAPE) == sorted(pv.OWN_BACKGROUND) == sorted(CLASSES)
+    assert sorted(pv.OWN_SHAPE.values()) == sorted(pv.SHAPES)  # every class its own kind
+    assert sorted(pv.OWN_BACKGROUND.values()) == sorted(pv.BACKGROUNDS)
+    n, opts = 600, {"own_shape": 0.75, "own_background": 0.5}
+    drawn = {label: [pv.video_factors(0, label, group, 1, 2, **opts)[0] for group in range(n)]
+             for label in range(len(CLASSES))}
+    for label, name in enumerate(CLASSES):
+        for key, kinds, own, share in (("shape", pv.SHAPES, pv.OWN_SHAPE[name], opts["own_shape"]),
+                                       ("background", pv.BACKGROUNDS, pv.OWN_BACKGROUND[name], opts["own_background"])):
+            frequency = np.bincount([f[key] for f in drawn[label]], minlength=len(kinds)) / n
+            expected = np.full(len(kinds), (1 - share) / (len(kinds) - 1))
+            expected[kinds.index(own)] = share
+            assert np.abs(frequency - expected).max() < 0.06, (name, key, frequency.round(2))
+    # The best guess of the class from the shape and background kinds alone, fitted on half the videos.
+    def guess_accuracy(drawn):
+        pairs = {label: [(f["shape"], f["background"]) for f in videos] for label, videos in drawn.items()}
+        counts = np.zeros((len(CLASSES), len(pv.SHAPES), len(pv.BACKGROUNDS)))
+        for label, videos in pairs.items():
+            for shape, background in videos[: n // 2]:
+                counts[label, shape, background] += 1
+        guess = counts.argmax(0)
+        return np.mean([guess[s, b] == label for label, videos in pairs.items() for s, b in videos[n // 2:]])
+    informative = guess_accuracy(drawn)
+    assert 0.6 < informative < 0.85, informative  # chance 1/6; the motion decides the rest
+    independent = guess_accuracy({label: [pv.video_factors(0, label, group, 1, 2, own_shape=1 / 6,
+                                                           own_background=1 / 6)[0] for group in range(n)]
+                                  for label in range(len(CLASSES))})
+    assert independent < 0.25, independent  # shares of 1/6: the kinds say nothing about the class
 
 
 def test_layout_and_split_files_are_ucf101s(ucf):
@@ -146,12 +181,38 @@ def test_prepare_store_reuses_a_current_store_and_rebuilds_a_stale_one(tmp_path,
         stored - pv.render_video(0, 0, 1, 1, 9)[0][4]).mean()  # the new videos' pixels, not the old ones'
 
 
+def test_the_config_names_the_data_seed_and_a_bad_option_is_one_line(tmp_path, capsys):
+    """--prepare reads the generator's options, the data seed among them, from the config's data.procedural."""
+    config = ROOT / "configs/demo/video_sskt.yaml"
+    small = [f"data.root={tmp_path / 'seed3.h5'}", "data.procedural.seed=3", "data.procedural.groups=3",
+             "data.procedural.clips=1", "data.procedural.frames=9"]
+    assert demo_video.main(["--prepare", str(config), *small]) == 0
+    opts = pv.options(**load_config(config, small).data.procedural)
+    assert opts["seed"] == 3 and opts["own_shape"] == load_config(config).data.procedural["own_shape"]
+    stamp = json.loads((tmp_path / "seed3.h5.identity").read_text())
+    assert stamp["videos"] == pv.identity(opts) != pv.identity({**opts, "seed": 0})
+    store = FrameStore(tmp_path / "seed3.h5")
+    stored = jpeg_rgb(store, store.table.names.index("Rise/v_Rise_g02_c01"), 4).astype(float)
+    assert np.abs(stored - pv.render_video(3, 0, 2, 1, 9, opts["own_shape"], opts["own_background"])[0][4]).mean() < \
+        0.5 * np.abs(stored - pv.render_video(0, 0, 2, 1, 9, opts["own_shape"], opts["own_background"])[0][4]).mean()
+    capsys.readouterr()
+    for override, message in (("data.procedural.fps=30", "data.procedural: unknown option 'fps'"),
+                              ("data.procedural.own_shape=1.5", "data.procedural: own_shape: expected a share"),
+                              ("data.procedural.clips=0", "data.procedural: clips: expected an integer 1..99")):
+        assert demo_video.main(["--prepare", str(config), f"data.root={tmp_path / 'bad.h5'}", override]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "bad.h5").exists()
+
+
 def test_the_demo_config_trains_on_a_tiny_prepared_set(tmp_path, source_checkpoint):
     """configs/demo/video_sskt.yaml as shipped, on 18 videos, 1 epoch, sources cached (stand-in weights)."""
-    store = demo_video.prepare_store(tmp_path / "procedural_video.h5", workers=1, groups=3, clips=1, frames=16)
+    shipped = load_config(ROOT / "configs/demo/video_sskt.yaml").data.procedural
+    store = demo_video.prepare_store(tmp_path / "procedural_video.h5", workers=1,
+                                     **{**shipped, "groups": 3, "clips": 1, "frames": 16})
     cfg = load_config(ROOT / "configs/demo/video_sskt.yaml", [
         f"data.root={store}", "data.workers=0", "train.epochs=1", "train.progress=false",
-        f"sources.0.weights={source_checkpoint}", f"sources.1.weights={source_checkpoint}",
+        f"sources.0.weights={source_checkpoint}",
         f"source_cache.root={tmp_path / 'cache'}", f"run.root={tmp_path / 'runs'}"])
     try:
         summary = train(cfg)
@@ -162,6 +223,31 @@ def test_the_demo_config_trains_on_a_tiny_prepared_set(tmp_path, source_checkpoi
     assert final["test/videos"] == len(pv.CLASSES) and final["test/clips"] == len(pv.CLASSES) * 16 // 8
     assert 0 <= final["test/clip_top1"] <= 100 and 0 <= final["test/video_top1"] <= 100
     assert sorted(p.name for p in (tmp_path / "cache").iterdir())  # the sources' per-frame outputs were cached
+
+
+def test_the_video_table_runs_the_demo_configs_on_one_set_of_videos():
+    """tables/demo_video.yaml (make demo-video): scratch and SSKT cells on the same videos and budget, the frame
+    store made from the config the Makefile prepares, in runs/demo/video_table/."""
+    table = load_table("demo_video")
+    cells = {cell_label(row, column): cell for row, column, cell in table.cells()}
+    assert list(cells) == ["none / scratch", "linear heads / SSKT I", "linear heads / SSKT P+I"]
+    assert table.metric == "test/video_top1" and table.baseline.column == "scratch" and table.layout == "cells"
+    assert {cell.run_name for cell in cells.values()} == {
+        f"demo/video_table/{name}" for name in ("scratch", "sskt_i_linear", "sskt_p_i_linear")}
+    prepared = load_config(ROOT / "configs/demo/video_sskt.yaml")  # what `make demo-video-data` writes
+    sources = {}
+    for label, cell in cells.items():
+        cfg = load_config(ROOT / cell.config, [*cell.overrides, "seed=2"])
+        assert cfg.seed == 2 and cfg.data == prepared.data, label  # one frame store, one data protocol
+        assert (cfg.optim, cfg.train, cfg.model.target) == (prepared.optim, prepared.train,
+                                                             prepared.model.target), label
+        sources[label] = [Path(s.weights).name for s in cfg.sources]
+    assert sources == {"none / scratch": [], "linear heads / SSKT I": ["object.pt"],
+                       "linear heads / SSKT P+I": ["scene.pt", "object.pt"]}
+    make = (ROOT / "Makefile").read_text()
+    recipe = make[make.index("\ndemo-video:"):].split("\n\n")[0]
+    assert "tools.reproduce --table demo_video" in recipe and "tools.results --table demo_video" in recipe
+    assert "demo-video-data" in recipe.splitlines()[1] and "VIDEO_CONFIG = " in make
 
 
 # ---------------------------------------------------------------- helpers

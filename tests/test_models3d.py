@@ -98,6 +98,18 @@ def test_resnet3d_param_counts(depth: int, shortcut: str):
     assert sum(isinstance(m, nn.Conv3d) for m in tm.modules()) == 12 and not any(isinstance(m, nn.Conv2d) for m in tm.modules())
 
 
+def test_the_quarter_width_resnet3d_10_scales_every_stage_and_its_heads():
+    """resnet3d_10_w16 (the video demo's target): the ResNet-10 layout at 16-128 channels; no reference checkpoint."""
+    with torch.device("meta"):
+        target, full = build_target("resnet3d_10_w16", 7), build_target("resnet3d_10", 7)
+        stages = target.forward_stages(torch.empty(*CLIP))
+        assert target.stage_channels == [s.shape[1] for s in stages] == [c // 4 for c in full.stage_channels]
+        assert [s.shape[2:] for s in stages] == [s.shape[2:] for s in full.forward_stages(torch.empty(*CLIP))]
+        assert target.transfer_module_width == full.transfer_module_width // 4 and target.pretrained_arch is None
+        assert build_head("transfer_module", target, 11)(stages, target.pool(stages[-1])).shape == (2, 11)
+    assert full.pretrained_arch == "resnet-10"
+
+
 @pytest.mark.parametrize("depth", list(RESNET3D))
 def test_resnet3d_shapes_and_heads(depth: int):
     block, _ = RESNET3D[depth]

@@ -1,40 +1,34 @@
-"""The offline video demo: procedural motion videos -> frame store -> a small 3D ResNet, scratch vs SSKT.
+"""The offline video demo's data: procedural motion videos -> frame store, made once per config.
 
-    python -m tools.demo_video --prepare configs/demo/video_sskt.yaml   (make train CONFIG=configs/demo/video_*.yaml)
-    python -m tools.demo_video --seeds 0 1                               (make demo-video)
+    python -m tools.demo_video --prepare configs/demo/video_sskt.yaml [key=value ...]   (make demo-video-data)
 
-`--prepare` makes the config's frame store (`data.root`) if it is missing or stale: it writes
-the procedural videos (pipelines/datasets/procedural_video.py: MPEG-4 AVIs in UCF-101's layout,
-kept under <store folder>/videos/videos-<identity>/) and decodes them with tools/preprocess_video.py,
-exactly as a real UCF-101 is prepared. Both steps resume after an interruption; the store (and a
-partial one) is reused while a stamp beside it names the same videos and settings, else made again.
+Makes the config's frame store (`data.root`) if it is missing or stale, from the procedural video
+generator (pipelines/datasets/procedural_video.py) with the options the config gives in
+`data.procedural` (its data seed `seed`, `groups`, `clips`, `frames`, `own_shape`, ...; the
+generator's defaults for the rest): it writes the videos (MPEG-4 AVIs in UCF-101's layout, kept under
+<store folder>/videos/videos-<identity>/) and decodes them with tools/preprocess_video.py, exactly as
+a real UCF-101 is prepared. Both steps resume after an interruption; the store (and a partial one) is
+reused while a stamp beside it names the same videos and settings, else made again. `make train` with
+a configs/demo/video_* config and `make demo-video` run it first.
 
-The table trains the config's target from scratch and with SSKT from the 2D demo sources (made by
-`make demo-sources`, which `make demo-video` runs first; applied to the clips' middle frames through the source cache), same budget,
-over several seeds, and writes mean +- std of the final clip and video accuracy to
-runs/demo/video_table.md. Finished runs are reused: the SSKT rows are `make train`'s own runs.
+The demo's table (scratch vs SSKT, several seeds) is tables/demo_video.yaml: `make demo-video` runs
+its cells with tools/reproduce.py and tabulates them with tools/results.py.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from engine.config import ConfigError, load_config
-from engine.trainer import train
 from pipelines.datasets import procedural_video
 from foundation.h5blocks import partial_path
 from foundation.files import write_atomic
 from tools import preprocess_video
-from tools.reproduce import add_seeds_argument
 
-BASE = "configs/demo/video_sskt.yaml"
 SHORT_SIDE = 32  # the procedural frames' own size: stored as rendered, not resized
 CLIP_LENGTH = 8  # videos shorter than this are flagged by the preprocessing (none here)
-# The SSKT rows are the config's own runs (runs/demo/video_sskt/seed<k>: what `make train` trains).
-VARIANTS = {"scratch": ["method={name: scratch}", "sources=[]", "run.name=demo/video_scratch"], "SSKT": []}
 
 
 def prepare_store(store: Path, workers: int = 2, **generator_options) -> Path:
@@ -53,7 +47,7 @@ def prepare_store(store: Path, workers: int = 2, **generator_options) -> Path:
         write_atomic(stamp, wanted)  # names what the store at this path is made from, finished or not
     total = len(procedural_video.CLASSES) * opts["groups"] * opts["clips"]
     print(f"procedural videos: {total} MPEG-4 AVIs of {opts['frames']} frames "
-          f"({len(procedural_video.CLASSES)} motion classes), seed {opts['seed']}", flush=True)
+          f"({len(procedural_video.CLASSES)} motion classes), data seed {opts['seed']}", flush=True)
     root = procedural_video.ensure_videos(store.parent / "videos", **opts)
     status = preprocess_video.main(["--dataset", "ucf101", "--root", str(root), "--out", str(store),
                                     "--short-side", str(SHORT_SIDE), "--clip-length", str(CLIP_LENGTH),
@@ -63,62 +57,28 @@ def prepare_store(store: Path, workers: int = 2, **generator_options) -> Path:
     return store
 
 
-def run_table(seeds: list[int], extra: list[str]) -> dict[str, dict[str, list[float]]]:
-    results: dict[str, dict[str, list[float]]] = {}
-    for seed in seeds:
-        for name, overrides in VARIANTS.items():
-            cfg = load_config(BASE, [*overrides, f"seed={seed}", *extra])
-            prepare_store(cfg.data.root)
-            summary = train(cfg)
-            for metric, value in final_accuracies(summary).items():
-                results.setdefault(name, {}).setdefault(metric, []).append(value)
-    return results
-
-
-def final_accuracies(summary: dict) -> dict[str, float]:
-    """Clip and video accuracy (%) of the last evaluation, by the names the summary gives them."""
-    final = summary["final"]
-    chosen = {key: value for key, value in final.items() if "top1" in key and isinstance(value, (int, float))}
-    if not chosen:
-        raise KeyError(f"summary.json has no top-1 metric in its final evaluation: {sorted(final)}")
-    return chosen
-
-
-def markdown_table(results: dict[str, dict[str, list[float]]], seeds: list[int]) -> str:
-    metrics = list(next(iter(results.values())))
-    head = " | ".join(f"{m} (mean ± std, {len(seeds)} seeds)" for m in metrics)
-    lines = [f"| setting | {head} |", "|---" * (len(metrics) + 1) + "|"]
-    for name, values in results.items():
-        cells = []
-        for m in metrics:
-            mean = statistics.mean(values[m])
-            std = statistics.stdev(values[m]) if len(values[m]) > 1 else 0.0
-            delta = "" if name == "scratch" else f" ({mean - statistics.mean(results['scratch'][m]):+.1f})"
-            cells.append(f"{mean:.1f} ± {std:.1f}{delta}")
-        lines.append(f"| {name} | {' | '.join(cells)} |")
-    return "\n".join(lines) + "\n"
+def prepare_config(config: str | Path, overrides: list[str] = ()) -> Path:
+    """The frame store a video demo config trains on (`data.root`), made from its `data.procedural` options."""
+    cfg = load_config(config, list(overrides))
+    if cfg.data.dataset != "frames":
+        raise ConfigError(f"{config}: data.dataset: the procedural videos are read as `frames`, not "
+                          f"{cfg.data.dataset!r}")
+    return prepare_store(cfg.data.root, **cfg.data.procedural)  # the schema has checked the options
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepare", metavar="CONFIG", help="only make CONFIG's frame store (if missing or stale)")
-    add_seeds_argument(parser, [0, 1], "the seeds of each row (default 0 1)")
-    parser.add_argument("overrides", nargs="*", help="applied to every run, e.g. train.epochs=2")
+    parser.add_argument("--prepare", metavar="CONFIG", required=True,
+                        help="make CONFIG's frame store (data.root) from its data.procedural options, "
+                             "if missing or stale")
+    parser.add_argument("overrides", nargs="*", help="applied to the config, e.g. data.procedural.seed=1")
     args = parser.parse_args(argv)
-    if args.prepare:
-        try:
-            store = prepare_store(load_config(args.prepare, args.overrides).data.root)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"procedural video frame store: {store}")
-        return 0
-    table = markdown_table(run_table(args.seeds, args.overrides), args.seeds)
-    out = Path("runs/demo/video_table.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, table)
-    print(table)
-    print(f"written to {out}")
+    try:
+        store = prepare_config(args.prepare, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"procedural video frame store: {store}")
     return 0
 
 

@@ -93,23 +93,26 @@ class ResNet3d(Target):
     transfer_module_width = 1000  # the reference's 3D transfer module: branch width 1000, middle 500
 
     def __init__(self, block: type[BasicBlock3d | Bottleneck3d], blocks_per_stage: list[int], num_classes: int,
-                 shortcut: Shortcut = "A", depth: int | None = None):
+                 shortcut: Shortcut = "A", depth: int | None = None, width: int = 64):
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
         self.shortcut = shortcut
-        self.pretrained_arch = f"resnet-{depth}" if depth else None  # the `arch` of the reference's checkpoints
-        self.conv1 = _3D.conv(3, 64, 7, (1, 2, 2), 3, bias=False)
-        self.bn1 = _3D.batch_norm(64)
+        # the `arch` of the reference's checkpoints (which are all of the full width)
+        self.pretrained_arch = f"resnet-{depth}" if depth and width == 64 else None
+        planes = [width, 2 * width, 4 * width, 8 * width]
+        self.transfer_module_width = self.transfer_module_width * width // 64  # the reference's at full width
+        self.conv1 = _3D.conv(3, width, 7, (1, 2, 2), 3, bias=False)
+        self.bn1 = _3D.batch_norm(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = _3D.max_pool(3, 2, 1)
-        self.inplanes = 64
-        self.layer1 = self._make_stage(block, 64, blocks_per_stage[0], 1)
-        self.layer2 = self._make_stage(block, 128, blocks_per_stage[1], 2)
-        self.layer3 = self._make_stage(block, 256, blocks_per_stage[2], 2)
-        self.layer4 = self._make_stage(block, 512, blocks_per_stage[3], 2)
-        self.stage_channels = [p * block.expansion for p in (64, 128, 256, 512)]
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.inplanes = width
+        self.layer1 = self._make_stage(block, planes[0], blocks_per_stage[0], 1)
+        self.layer2 = self._make_stage(block, planes[1], blocks_per_stage[1], 2)
+        self.layer3 = self._make_stage(block, planes[2], blocks_per_stage[2], 2)
+        self.layer4 = self._make_stage(block, planes[3], blocks_per_stage[3], 2)
+        self.stage_channels = [p * block.expansion for p in planes]
+        self.fc = nn.Linear(planes[3] * block.expansion, num_classes)
         for m in self.modules():  # the reference's init; the Linear keeps PyTorch's default
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -154,3 +157,9 @@ def _register(depth: int) -> None:
 
 for _depth in _DEPTHS:
     _register(_depth)
+
+
+# The video demo's target on 2 CPU cores: ResNet-10 at a quarter of the width (16-128 channels).
+@register_target("resnet3d_10_w16")
+def _resnet3d_10_w16(num_classes: int, shortcut: Shortcut = "A") -> ResNet3d:
+    return ResNet3d(BasicBlock3d, [1, 1, 1, 1], num_classes, shortcut, 10, width=16)

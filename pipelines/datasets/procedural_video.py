@@ -1,27 +1,33 @@
 """The offline video demo's data: the procedural shapes (pipelines/datasets/procedural.py) moving
 over their textures, written as real videos in UCF-101's layout.
 
-Every video shows one shape (6 kinds, a nuisance: drawn independently of the class) over a
-static background texture, rendered frame by frame by the 2D set's own renderer at 32x32.
-The action class is the motion, chosen to survive a horizontal flip (the clip views flip):
+Every video shows one shape (6 kinds) over a static background texture (6 kinds), rendered frame
+by frame by the 2D set's own renderer at 32x32. The action class is the motion, chosen to survive
+a horizontal flip (the clip views flip):
 
     Rise      moves up                      Shake     oscillates left-right, 3-4 times
     Fall      moves down                    Orbit     circles the centre, either sense
     Slide     moves sideways, either way    Approach  grows (comes closer) in place
 
 Paths are randomised (start, travel, speed, drift) so that a single frame's position and size
-say almost nothing about the class; only the motion does. Pixel noise is partly static, partly
-fresh each frame, as a camera's.
+say almost nothing about the class; only the motion does. As in real action data (rowing and
+water, riding and horses), the actor and the scene go with the action without deciding it: each
+action has its own shape kind and its own background kind (OWN_SHAPE, OWN_BACKGROUND), shown in a
+share `own_shape` (`own_background`) of its videos, any other kind uniformly in the rest; a shape
+or background kind alone then points to its action more often than not, but only the motion is
+always right. Colours, tones and textures' details stay independent of the class. Pixel noise is
+partly static, partly fresh each frame, as a camera's.
 
-    write_ucf101(root, seed=0, groups=25, clips=2, frames=32)
+    write_ucf101(root, seed=0, groups=25, clips=8, frames=16, own_shape=0.75, own_background=0.5)
 
 writes `<root>/<Class>/v_<Class>_gXX_cYY.avi` (MPEG-4 Part 2 in AVI, as UCF-101 ships) and
 `<root>/ucfTrainTestlist/` (classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt) for
 tools/preprocess_video.py. Split k tests a block of groups, as the official lists do (25 groups:
 1-7, 8-14, 15-21; fewer groups: proportionally smaller blocks). A video is a pure function of
-(seed, class, group, clip), every file is written atomically (a killed run leaves no half
-video and continues where it stopped), and `ensure_videos` keeps the set under a folder named
-by its identity (VERSION and every option), so a changed generator never reuses old files.
+(seed, class, group, clip) and the options, so `seed` draws another set of the same design; every
+file is written atomically (a killed run leaves no half video and continues where it stopped), and
+`ensure_videos` keeps the set under a folder named by its identity (VERSION and every option), so a
+changed generator never reuses old files.
 """
 from __future__ import annotations
 
@@ -33,12 +39,21 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipelines.datasets.procedural import N_UNIFORM, SHAPES, SIZE, U_ANGLE, U_CX, U_CY, U_RADIUS, U_SHAPE, render
+from pipelines.datasets.procedural import (BACKGROUNDS, N_UNIFORM, SHAPES, SIZE, U_ANGLE, U_BG, U_CX, U_CY, U_RADIUS,
+                                           U_SHAPE, render)
 from foundation.files import atomic_path, write_atomic
 
-VERSION = 1  # bump whenever the bytes a (seed, class, group, clip) produces change: it names the cache
+VERSION = 2  # bump whenever the bytes a (seed, class, group, clip) produces change: it names the cache
 CLASSES = ["Rise", "Fall", "Slide", "Shake", "Orbit", "Approach"]
-DEFAULTS = {"seed": 0, "groups": 25, "clips": 2, "frames": 32, "qscale": 4}
+# Each action's own actor and scene, as rowing goes with water: a video shows its class's own shape kind
+# with probability `own_shape` (else one of the other five, uniformly), and independently its own
+# background kind with probability `own_background`.
+OWN_SHAPE = {"Rise": "triangle", "Fall": "circle", "Slide": "square", "Shake": "cross", "Orbit": "ring",
+             "Approach": "star"}
+OWN_BACKGROUND = {"Rise": "clouds", "Fall": "vstripes", "Slide": "hstripes", "Shake": "checker", "Orbit": "dots",
+                  "Approach": "waves"}
+# The video demo's design (configs/demo/video_*.yaml give every option explicitly).
+DEFAULTS = {"seed": 0, "groups": 25, "clips": 8, "frames": 16, "qscale": 4, "own_shape": 0.75, "own_background": 0.5}
 FPS = 25
 OFFICIAL_GROUPS, OFFICIAL_TEST_BLOCK = 25, 7  # UCF-101: split k tests groups 7(k-1)+1 .. 7k
 STATIC_NOISE = 0.8  # share of the pixel noise's variance that stays the same in every frame
@@ -89,19 +104,38 @@ def _drift(start: float, drift: float, p: np.ndarray) -> np.ndarray:
     return np.clip(start, abs(drift), 1 - abs(drift)) + drift * (p - 0.5) * 2
 
 
-def render_video(seed: int, label: int, group: int, clip: int, frames: int) -> tuple[np.ndarray, dict]:
-    """uint8 [frames, 32, 32, 3] and the video's factors (shape kind, path); a pure function of its arguments."""
+def nuisance_kind(own: int, share: float, count: int, rng: np.random.Generator) -> int:
+    """`own` with probability `share`, else one of the other `count - 1` kinds, uniformly."""
+    if rng.random() < share:
+        return own
+    return int((own + 1 + rng.integers(count - 1)) % count)
+
+
+def video_factors(seed: int, label: int, group: int, clip: int, frames: int,
+                  own_shape: float = DEFAULTS["own_shape"], own_background: float = DEFAULTS["own_background"],
+                  ) -> tuple[dict, np.ndarray, np.random.Generator]:
+    """The video's factors (shape and background kind, path), the 2D renderer's per-frame draws
+    float32 [frames, N_UNIFORM], and the generator whose next draws are its pixel noise."""
     rng = np.random.default_rng([seed, label, group, clip])
     u = np.tile(rng.random(N_UNIFORM, dtype=np.float32), (frames, 1))  # the 2D set's draws: shape, colours, texture
+    name = CLASSES[label]
+    shape = nuisance_kind(SHAPES.index(OWN_SHAPE[name]), own_shape, len(SHAPES), rng)
+    background = nuisance_kind(BACKGROUNDS.index(OWN_BACKGROUND[name]), own_background, len(BACKGROUNDS), rng)
+    u[:, U_SHAPE], u[:, U_BG] = (shape + 0.5) / len(SHAPES), (background + 0.5) / len(BACKGROUNDS)
     path = motion_path(label, frames, rng)
     u[:, U_CX], u[:, U_CY], u[:, U_RADIUS] = path["cx"], path["cy"], path["radius"]
     u[:, U_ANGLE] = u[0, U_ANGLE] + np.linspace(0, rng.uniform(-0.2, 0.2), frames)  # a slight turn: nuisance
+    return {"shape": shape, "background": background, **path}, u, rng
+
+
+def render_video(seed: int, label: int, group: int, clip: int, frames: int, own_shape: float = DEFAULTS["own_shape"],
+                 own_background: float = DEFAULTS["own_background"]) -> tuple[np.ndarray, dict]:
+    """uint8 [frames, 32, 32, 3] and the video's factors (video_factors); a pure function of its arguments."""
+    factors, u, rng = video_factors(seed, label, group, clip, frames, own_shape, own_background)
     static = rng.standard_normal((1, SIZE, SIZE, 3), dtype=np.float32)
     fresh = rng.standard_normal((frames, SIZE, SIZE, 3), dtype=np.float32)
     noise = np.sqrt(STATIC_NOISE) * static + np.sqrt(1 - STATIC_NOISE) * fresh
-    pixels = render(u, noise)
-    shape = int(min(u[0, U_SHAPE] * len(SHAPES), len(SHAPES) - 1))
-    return pixels, {"shape": shape, **path}
+    return render(u, noise), factors
 
 
 # ---------------------------------------------------------------- files
@@ -147,12 +181,12 @@ def split_lists(groups: int, clips: int) -> dict[str, str]:
     return files
 
 
-def write_ucf101(root: Path, seed: int = 0, groups: int = 25, clips: int = 2, frames: int = 32,
-                 qscale: int = 4, progress=None) -> list[Path]:
+def write_ucf101(root: Path, seed: int = 0, groups: int = 25, clips: int = 8, frames: int = 16,
+                 qscale: int = 4, own_shape: float = DEFAULTS["own_shape"],
+                 own_background: float = DEFAULTS["own_background"], progress=None) -> list[Path]:
     """Every video and the split files under `root`; a video already on disk is kept (resume)."""
-    if groups < 3 or clips < 1 or frames < 2:
-        raise ValueError(f"procedural video: need groups >= 3 (one per split), clips >= 1, frames >= 2; "
-                         f"got groups={groups}, clips={clips}, frames={frames}")
+    options(seed=seed, groups=groups, clips=clips, frames=frames, qscale=qscale, own_shape=own_shape,
+            own_background=own_background)
     root = Path(root)
     for name, text in split_lists(groups, clips).items():
         write_atomic(root / "ucfTrainTestlist" / name, text)
@@ -162,18 +196,35 @@ def write_ucf101(root: Path, seed: int = 0, groups: int = 25, clips: int = 2, fr
             for clip in range(1, clips + 1):
                 path = root / video_name(label, group, clip)
                 if not path.exists():  # written atomically: present means complete
-                    write_avi(path, render_video(seed, label, group, clip, frames)[0], qscale)
+                    pixels, _ = render_video(seed, label, group, clip, frames, own_shape, own_background)
+                    write_avi(path, pixels, qscale)
                 paths.append(path)
                 if progress is not None:
                     progress(len(paths))
     return paths
 
 
+# Each integer option's least and greatest value (groups: one block of test groups per official split, and
+# two digits in the names, as clips).
+INTEGER_RANGES = {"seed": (0, None), "groups": (3, 99), "clips": (1, 99), "frames": (2, None), "qscale": (1, 31)}
+
+
 def options(**given) -> dict:
+    """Every option, the defaults filled in; a ValueError names an unknown option or a value out of range."""
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"procedural video: unknown option {unknown[0]!r}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **given}
+        raise ValueError(f"unknown option {unknown[0]!r}; known: {', '.join(sorted(DEFAULTS))}")
+    opts = {**DEFAULTS, **given}
+    for key, (least, most) in INTEGER_RANGES.items():
+        value = opts[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least or (most and value > most):
+            span = f"{least}..{most}" if most else f">= {least}"
+            raise ValueError(f"{key}: expected an integer {span}, got {value!r}")
+    for key in ("own_shape", "own_background"):
+        value = opts[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ValueError(f"{key}: expected a share between 0 and 1, got {value!r}")
+    return opts
 
 
 def identity(opts: dict) -> str:

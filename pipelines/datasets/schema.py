@@ -16,6 +16,7 @@ from pydantic.types import NonNegativeInt, PositiveFloat, PositiveInt
 
 from foundation.schema import Resumable, Strict, registered
 from pipelines.datasets import READERS, DatasetError, has_own_val
+from pipelines.datasets import procedural_video
 from pipelines.datasets.procedural import parse_options
 from pipelines.datasets.video import VIDEO_READERS
 from pipelines.loaders import LOADERS, no_clip_loader
@@ -95,6 +96,14 @@ class VideoDataConfig(BaseDataConfig):
     sample_size: PositiveInt = 112  # clip height and width (the reference's sample_size)
     views: PositiveInt = 50  # clip views (pipelines.views.ClipViewSet): 50 = the reference's multi-scale corner crops x flips
     val_clips: NonNegativeInt = 3  # the reference's validation: this many clips per test video (0: skip it)
+    # The procedural video generator's options (the video demo's `frames` store, made by tools/demo_video.py)
+    procedural: dict = Field(default_factory=dict)
+
+    @field_validator("procedural")
+    @classmethod
+    def _procedural_video_options(cls, options):
+        procedural_video.options(**options)  # a ValueError names the option
+        return options
 
     @field_validator("views")
     @classmethod
