@@ -37,11 +37,12 @@ def train_loader(cfg, split, view_set, accelerator, centre_stride: int = 1):
     data, rank, world = cfg.data, accelerator.process_index, accelerator.num_processes
     if is_video(split):
         plan = ClipPlan(tuple(split.frame_counts.tolist()), data.clip_length, data.batch_size, train=True,
-                        view_count=view_set.count, seed=cfg.seed, rank=rank, world=world, centre_stride=centre_stride)
+                        view_count=view_set.count, seed=cfg.seed, rank=rank, world=world, centre_stride=centre_stride,
+                        drop_last=data.drop_last)
         return build_clip_loader(data.loader, split, view_set, plan, accelerator.device, data.workers)
     return build_loader(data.loader, split, view_set, device=accelerator.device, workers=data.workers,
                         plan=lambda epoch: train_plan(len(split), view_set, data.batch_size, cfg.seed, epoch,
-                                                      rank, world))
+                                                      rank, world, data.drop_last))
 
 
 def input_size(cfg, split) -> list[int]:

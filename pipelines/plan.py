@@ -7,11 +7,11 @@ would shard them a second time.
 
 Each global batch of `batch_size` samples is cut into `world` equal slices, one
 per process, so that DDP's averaged gradient equals the single-process gradient
-of the same global batch. Every training batch is full: the ragged rest of an
-epoch's permutation (fewer than `batch_size` samples, different ones each epoch)
-is left out, so a step always has the same shapes (a compiled step, CUDA graphs)
-and a batch never holds a lone sample (BatchNorm in training needs two). A set
-smaller than one batch gives one batch of all of it (rounded down to `world`).
+of the same global batch. An epoch ends with the ragged rest of its permutation
+(as the reference's DataLoader; at most `world - 1` samples are left out to keep
+the slices equal), or, with `drop_last`, that rest is left out (different samples
+each epoch): every step then has the same shapes (one compiled graph, one CUDA
+graph). A set smaller than one batch gives one batch of all of it either way.
 """
 from __future__ import annotations
 
@@ -30,22 +30,26 @@ class Batch(NamedTuple):
 
 
 def train_plan(num_samples: int, view_set: ViewSet, batch_size: int, seed: int, epoch: int,
-               rank: int = 0, world: int = 1) -> list[Batch]:
+               rank: int = 0, world: int = 1, drop_last: bool = False) -> list[Batch]:
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(num_samples)
     views = rng.integers(0, view_set.count, num_samples)
-    return [Batch(order[mine], views[mine]) for mine in _rank_slices(num_samples, batch_size, rank, world)]
+    return [Batch(order[mine], views[mine])
+            for mine in _rank_slices(num_samples, batch_size, rank, world, drop_last)]
 
 
-def _rank_slices(num_samples: int, batch_size: int, rank: int, world: int) -> list[slice]:
-    """This process's slice of each full global batch of an epoch's order (or of the one batch a set
-    smaller than a batch makes)."""
-    size = batch_size if num_samples >= batch_size else num_samples
-    per_rank = size // world
-    if per_rank == 0:
-        return []
-    return [slice(start + rank * per_rank, start + (rank + 1) * per_rank)
-            for start in range(0, num_samples - size + 1, size)]
+def _rank_slices(num_samples: int, batch_size: int, rank: int, world: int, drop_last: bool) -> list[slice]:
+    """This process's slice of each global batch of an epoch's order: full batches, then the ragged rest
+    unless `drop_last` (a set smaller than one batch is one batch either way)."""
+    if drop_last and num_samples >= batch_size:
+        num_samples -= num_samples % batch_size
+    slices = []
+    for start in range(0, num_samples, batch_size):
+        per_rank = (min(start + batch_size, num_samples) - start) // world
+        if per_rank == 0:
+            break
+        slices.append(slice(start + rank * per_rank, start + (rank + 1) * per_rank))
+    return slices
 
 
 def eval_plan(num_samples: int, batch_size: int, rank: int = 0, world: int = 1) -> list[Batch]:
@@ -55,8 +59,8 @@ def eval_plan(num_samples: int, batch_size: int, rank: int = 0, world: int = 1) 
             for i in range(0, len(mine), batch_size)]
 
 
-def steps_per_epoch(num_samples: int, batch_size: int, world: int = 1) -> int:
-    return len(_rank_slices(num_samples, batch_size, 0, world))
+def steps_per_epoch(num_samples: int, batch_size: int, world: int = 1, drop_last: bool = False) -> int:
+    return len(_rank_slices(num_samples, batch_size, 0, world, drop_last))
 
 
 # ---------------------------------------------------------------- clips (video)
@@ -72,9 +76,9 @@ class ClipPlan:
     """epoch -> this process's clip batches; a picklable pure function, so DALI's forked or spawned
     workers recompute exactly the batches the main process iterates.
 
-    train: every video once per epoch (3D-ResNets-PyTorch) but the ragged rest, a random view and a
-    random start in 0..max(0, n - length), full global batches cut into `world` equal slices as in
-    `train_plan`.
+    train: every video once per epoch (3D-ResNets-PyTorch; with `drop_last`, but the ragged rest), a
+    random view and a random start in 0..max(0, n - length), global batches cut into `world` equal
+    slices as in `train_plan`.
     eval: consecutive non-overlapping clips (starts 0, length, 2 length, ...) covering every
     frame of every video, view 0, dealt round-robin: every clip exactly once across processes.
     eval with `eval_clips` k > 0: the reference's validation clips instead (its n_val_samples):
@@ -93,6 +97,7 @@ class ClipPlan:
     world: int = 1
     eval_clips: int = 0
     centre_stride: int = 1
+    drop_last: bool = False
 
     def __call__(self, epoch: int) -> list[ClipBatch]:
         counts = np.asarray(self.frame_counts, dtype=np.int64)
@@ -102,7 +107,7 @@ class ClipPlan:
             views = rng.integers(0, self.view_count, len(counts))
             starts = self._train_starts(counts[order], rng.random(len(counts)))
             return [ClipBatch(order[mine], views[mine], starts[mine])
-                    for mine in _rank_slices(len(counts), self.batch_size, self.rank, self.world)]
+                    for mine in _rank_slices(len(counts), self.batch_size, self.rank, self.world, self.drop_last)]
         per_video = [self._eval_starts(int(n)) for n in counts]
         videos = np.repeat(np.arange(len(counts)), [len(s) for s in per_video])
         starts = np.concatenate(per_video) if len(counts) else videos

@@ -61,8 +61,7 @@ def test_val_split_chooses_best_and_provenance_is_recorded(trained_run):
     cfg, run = trained_run
     summary = json.loads((run / "summary.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    # 24 training samples: one full batch of 16 per epoch (pipelines.plan leaves the ragged rest out)
-    assert all(m["train/images"] == 16 and m["val/images"] == 8 and m["test/images"] == 16 for m in metrics)
+    assert all(m["train/images"] == 24 and m["val/images"] == 8 and m["test/images"] == 16 for m in metrics)
     best = summary["best"]
     assert best["chosen_on"] == "val/top1"
     by_val = max(metrics, key=lambda m: m["val/top1"])  # the first epoch with the highest validation top-1

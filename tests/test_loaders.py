@@ -93,8 +93,8 @@ def test_dali_matches_torch_and_resident_exactly_on_arrays(procedural):
 
 
 def ragged_plan(images: ImageSet, batch: int = BATCH):
-    """Full batches and a smaller last one, in random views (training plans leave the rest out; evaluation
-    plans end so): what every loader must handle."""
+    """Full batches and a smaller last one, in random views (training and evaluation plans end so):
+    what every loader must handle."""
     def plan(epoch):
         rng = np.random.default_rng(epoch)
         order, views = rng.permutation(len(images)), rng.integers(0, VIEWS.count, len(images))
@@ -187,7 +187,7 @@ def test_every_loader_name_builds_through_the_registry(procedural):
 
 def test_build_loader_dali(procedural):
     loader = build_loader("dali", procedural, VIEWS, train_fn(procedural), CPU, workers=2)
-    assert isinstance(loader, DaliLoader) and len(loader) == 2  # 64 samples: two full batches of 24
+    assert isinstance(loader, DaliLoader) and len(loader) == 3  # 64 samples: 24, 24, 16
     batch = next(iter(loader.epoch(0)))
     assert batch["image"].shape == (24, 3, 32, 32) and batch["image"].dtype == torch.uint8
     assert batch["label"].dtype == torch.int64 and batch["index"].dtype == batch["view"].dtype == torch.int64

@@ -382,9 +382,11 @@ def test_train_plan_splits_clips_between_two_processes():
         shards = [ClipPlan(counts, 16, 8, True, 50, seed=1, rank=r, world=2)(epoch) for r in range(2)]
         assert len(shards[0]) == len(shards[1])
         seen = [i for shard in shards for b in shard for i in b.indices.tolist()]
-        assert len(seen) == len(set(seen)) == 32  # 37 videos: 4 full global batches of 8, 5 left out
-        for shard in shards:
-            assert all(len(b.indices) == 4 for b in shard)  # never a lone clip (3D BatchNorm in training)
+        assert len(seen) == len(set(seen)) == 36  # 37 videos: 4 global batches of 8, then 5 -> 2 + 2
+        full = [ClipPlan(counts, 16, 8, True, 50, seed=1, rank=r, world=2, drop_last=True)(epoch) for r in range(2)]
+        assert sum(len(b.indices) for shard in full for b in shard) == 32  # drop_last: the ragged 5 left out
+        for shard in full:
+            assert all(len(b.indices) == 4 for b in shard)  # one step shape
             for b in shard:
                 assert all(0 <= s <= max(0, counts[i] - 16) for i, s in zip(b.indices, b.starts))
                 assert b.views.max() < 50

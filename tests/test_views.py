@@ -50,24 +50,27 @@ def test_train_plan_shards_each_global_batch_into_equal_slices():
     views = ViewSet(4, 162)
     single = train_plan(103, views, 20, seed=3, epoch=5)
     ranks = [train_plan(103, views, 20, seed=3, epoch=5, rank=r, world=2) for r in range(2)]
-    assert len(single) == len(ranks[0]) == len(ranks[1]) == steps_per_epoch(103, 20, 2) == 5
-    for b, batch in enumerate(single):
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == steps_per_epoch(103, 20, 2) == 6
+    for b, batch in enumerate(single[:5]):
         joined = np.concatenate([ranks[0][b].indices, ranks[1][b].indices])
         assert np.array_equal(joined, batch.indices)
+    assert len(ranks[0][5].indices) == len(ranks[1][5].indices) == 1  # last batch: 3 samples -> 1 + 1, one left out
     assert train_plan(103, views, 20, 3, 5)[0].indices.tolist() == single[0].indices.tolist()  # a pure function
     assert train_plan(103, views, 20, 3, 6)[0].indices.tolist() != single[0].indices.tolist()
 
 
-def test_train_batches_are_all_full_and_the_ragged_rest_differs_per_epoch():
+def test_drop_last_gives_full_batches_and_the_ragged_rest_differs_per_epoch():
     views = ViewSet(4, 162)
+    assert [len(b.indices) for b in train_plan(103, views, 20, seed=3, epoch=0)] == [20] * 5 + [3]  # the default
+    assert steps_per_epoch(103, 20, drop_last=True) == 5
     left_out = []
     for epoch in range(3):
-        plan = train_plan(103, views, 20, seed=3, epoch=epoch)
+        plan = train_plan(103, views, 20, seed=3, epoch=epoch, drop_last=True)
         assert [len(b.indices) for b in plan] == [20] * 5  # static shapes: 3 samples left out
         left_out.append(set(range(103)) - set(np.concatenate([b.indices for b in plan]).tolist()))
     assert len(left_out[0]) == 3 and left_out[0] != left_out[1]
-    assert [len(b.indices) for b in train_plan(7, views, 20, seed=0, epoch=0)] == [7]  # smaller than a batch
-    assert [len(b.indices) for b in train_plan(7, views, 20, 0, 0, rank=1, world=2)] == [3]
+    assert [len(b.indices) for b in train_plan(7, views, 20, seed=0, epoch=0, drop_last=True)] == [7]  # one batch
+    assert [len(b.indices) for b in train_plan(7, views, 20, 0, 0, rank=1, world=2, drop_last=True)] == [3]
 
 
 def test_eval_plan_sees_every_sample_exactly_once():

@@ -32,6 +32,10 @@ class BaseDataConfig(Strict):
     workers: Annotated[NonNegativeInt, Resumable(neutral=True)] = 2
     batch_size: PositiveInt = 128  # global batch, split across processes (a multiple of their count)
     eval_batch_size: PositiveInt = 256
+    # Training batches: false, every sample every epoch, the last batch ragged (the reference's DataLoader);
+    # true, full batches only (the ragged rest, other samples each epoch, left out): one step shape, so a
+    # compiled step (train.compile) records one graph instead of two.
+    drop_last: bool = False
     limit: PositiveInt | None = None  # use only the first N training samples (quick trials)
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (0.2470, 0.2435, 0.2616)
