@@ -15,6 +15,7 @@ from models.heads import LinearHead, TransferModule
 from models.network import TargetWithHeads, count_parameters
 from models.registry import build_head, build_target
 from models.targets.base import Target
+from models.targets.resnet3d import BasicBlock3d, ResNet3d
 
 RESNET3D = {10: ("basic", [1, 1, 1, 1]), 18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
             50: ("bottleneck", [3, 4, 6, 3])}
@@ -69,15 +70,18 @@ def out_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def expected_stage_shapes(block: str, n: int, t: int, hw: int) -> list[tuple[int, ...]]:
-    """conv1 (7, stride (1,2,2), pad 3), max-pool (3, stride 2, pad 1), stages 2-4 stride 2."""
-    t, hw = out_size(t, 7, 1, 3), out_size(hw, 7, 2, 3)
-    t, hw = out_size(t, 3, 2, 1), out_size(hw, 3, 2, 1)
+def expected_stage_shapes(block: str, n: int, t: int, hw: int, width: int = 64, max_pool: bool = True,
+                          conv1_t_size: int = 7, conv1_t_stride: int = 1) -> list[tuple[int, ...]]:
+    """conv1 (kernel (conv1_t_size,7,7), stride (conv1_t_stride,2,2), pad (conv1_t_size//2,3,3)), max-pool
+    (3, stride 2, pad 1) unless dropped, stages 2-4 stride 2."""
+    t, hw = out_size(t, conv1_t_size, conv1_t_stride, conv1_t_size // 2), out_size(hw, 7, 2, 3)
+    if max_pool:
+        t, hw = out_size(t, 3, 2, 1), out_size(hw, 3, 2, 1)
     shapes, e = [], 4 if block == "bottleneck" else 1
     for i in range(4):
         if i > 0:
             t, hw = out_size(t, 3, 2, 1), out_size(hw, 3, 2, 1)
-        shapes.append((n, 64 * 2**i * e, t, hw, hw))
+        shapes.append((n, width * 2**i * e, t, hw, hw))
     return shapes
 
 
@@ -108,6 +112,41 @@ def test_the_quarter_width_resnet3d_10_scales_every_stage_and_its_heads():
         assert target.transfer_module_width == full.transfer_module_width // 4 and target.pretrained_arch is None
         assert build_head("transfer_module", target, 11)(stages, target.pool(stages[-1])).shape == (2, 11)
     assert full.pretrained_arch == "resnet-10"
+
+
+@pytest.mark.parametrize("stem", [{}, {"no_max_pool": True}, {"conv1_t_size": 1, "no_max_pool": True},
+                                  {"conv1_t_size": 3, "conv1_t_stride": 2}])
+def test_resnet3d_stem_options_for_small_inputs(stem: dict):
+    """3D-ResNets-PyTorch's `no_max_pool`, `conv1_t_size`, `conv1_t_stride`: conv1 and the stage shapes
+    follow them; the defaults are the 2017-18 stem."""
+    clip = (2, 3, 8, 32, 32)
+    t_size, t_stride = stem.get("conv1_t_size", 7), stem.get("conv1_t_stride", 1)
+    with torch.device("meta"):
+        target = ResNet3d(BasicBlock3d, [1, 1, 1, 1], 7, width=16, **stem)
+        stages = target.forward_stages(torch.empty(*clip))
+        assert [tuple(s.shape) for s in stages] == expected_stage_shapes(
+            "basic", 2, 8, 32, width=16, max_pool=not stem.get("no_max_pool", False), conv1_t_size=t_size,
+            conv1_t_stride=t_stride)
+        assert target.conv1.kernel_size == (t_size, 7, 7) and target.conv1.stride == (t_stride, 2, 2)
+        assert target.conv1.padding == (t_size // 2, 3, 3) and target(torch.empty(*clip)).shape == (2, 7)
+        assert isinstance(target.maxpool, nn.MaxPool3d) != stem.get("no_max_pool", False)
+        default = build_target("resnet3d_10_w16", 7)
+        assert isinstance(default.maxpool, nn.MaxPool3d) and default.conv1.kernel_size == (7, 7, 7)
+        assert [tuple(s.shape) for s in default.forward_stages(torch.empty(*clip))] == \
+            expected_stage_shapes("basic", 2, 8, 32, width=16)
+
+
+def test_the_small_clips_variant_keeps_each_frame_at_half_resolution_in_stage_1():
+    """resnet3d_10_w16_small_clips (the video demo's target): resnet3d_10_w16 with conv1 1x7x7 and no max pool."""
+    clip = (2, 3, 8, 32, 32)
+    with torch.device("meta"):
+        target, default = build_target("resnet3d_10_w16_small_clips", 7), build_target("resnet3d_10_w16", 7)
+        stages = target.forward_stages(torch.empty(*clip))
+        assert [tuple(s.shape) for s in stages] == [(2, 16, 8, 16, 16), (2, 32, 4, 8, 8), (2, 64, 2, 4, 4),
+                                                     (2, 128, 1, 2, 2)]
+        assert target.stage_channels == default.stage_channels and target.conv1.kernel_size == (1, 7, 7)
+        assert count_parameters(target) == count_parameters(default) - conv3d(7, 3, 16) + 7 * 7 * 3 * 16
+        assert build_head("linear", target, 11)(stages, target.pool(stages[-1])).shape == (2, 11)
 
 
 @pytest.mark.parametrize("depth", list(RESNET3D))
