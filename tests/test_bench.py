@@ -12,8 +12,12 @@ from accelerate import Accelerator
 
 import pytest
 
+from engine.config import load_config
+from engine.experiment import Experiment, resolve_sources
+from models.sources import load_source
 from tools.bench import PARTS, bench_training, main, parts_list
 from tools.bench_video import CLIP_FIGURES
+from tools.bench_video3d import WORKLOADS, bench_config, prepare_videos, write_weights
 
 
 def test_training_bench_runs_every_setting(tmp_path):
@@ -57,3 +61,29 @@ def test_sizes_default_by_device_and_given_ones_stay():
     gpu = sized_for_device(argparse.Namespace(**vars(given)), gpu=True)
     assert (cpu.steps, cpu.batch, cpu.workers, cpu.clip_batch, cpu.clip_steps) == (3, 64, 2, 2, 2)
     assert (gpu.steps, gpu.batch, gpu.workers, gpu.clip_batch, gpu.clip_steps) == (3, 128, 8, 8, 10)
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_the_3d_bench_trains_what_training_trains(name, tmp_path):
+    """The 3D bench's experiment is the shipped config with only data, batch and caches replaced: the same
+    target, heads, method and clips, and sources loaded with the same input (size, statistics, BatchNorm
+    mode, cache key) as `make train` gives them on the same weights."""
+    workload = WORKLOADS[name]
+    weights = write_weights(load_config(workload.config), tmp_path)
+    args = argparse.Namespace(clip_batch=2, clip_steps=1, workers=1)
+    bench = bench_config(workload, tmp_path, args, "cached", weights)
+    train = load_config(workload.config, weights)
+    assert bench.model == train.model and bench.method == train.method
+    for key in ("clip_length", "sample_size", "views", "mean", "std"):
+        assert getattr(bench.data, key) == getattr(train.data, key), key
+    prepare_videos(workload, tmp_path, args)
+    bench_sources = Experiment(bench, Accelerator(cpu=True), splits=("train",)).sources  # what the bench times
+    train_sources = [load_source(s, i) for i, s in enumerate(resolve_sources(train))]
+    assert len(bench_sources) == len(train_sources) > 0
+    size = train.data.sample_size
+    for b, t in zip(bench_sources, train_sources):
+        assert b.fingerprint() == t.fingerprint()  # arch, weights, resize, mean/std, input policy
+        assert b.input_size(size, size) == t.input_size(size, size)
+        assert (b.mean, b.std, b.batch_statistics) == (t.mean, t.std, t.batch_statistics)
+    if name == "resnet3d_18":  # the paper's 3D sources see the clip's frame at its own size
+        assert all(t.input_size(size, size) == (size, size) for t in train_sources)
