@@ -52,7 +52,8 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from foundation.files import atomic_path, replace_marked, write_atomic  # noqa: E402
-from tools.reproduce import DEFAULT_RUNS, add_seeds_argument, slug, trial_root, with_prerequisites  # noqa: E402
+from tools.reproduce import add_seeds_argument  # noqa: E402
+from tools.run_plan import DEFAULT_RUNS, slug, trial_root, with_prerequisites  # noqa: E402
 from tools.tables import Cell, Row, Table, TableError, load_table, table_names  # noqa: E402
 
 MISSING = "missing"
