@@ -86,8 +86,8 @@ cache: setup $(DEMO_DEPS) ## build CONFIG's source-output caches ahead of traini
 
 # Throughput figures and ratios, measured in one run: bench/results.json.
 # Figures go to a new dated file; OUT=bench/results.json updates the tracked one.
-bench: setup ## throughput figures: bench/results-<time>.json (OUT=bench/results.json: the tracked file)
-	$(PY) -m tools.bench $(if $(OUT),--out $(OUT))
+bench: setup ## throughput figures: bench/results-<time>.json (OUT=bench/results.json: the tracked file and docs/benchmarks.md)
+	$(PY) -m tools.bench $(if $(OUT),--out $(OUT)) $(if $(filter bench/results.json,$(OUT)),--docs docs/benchmarks.md)
 
 # How closely the 3D configs' source input policies reproduce the SSKT reference's train-mode sources, on
 # stand-in ResNet-50s (tools/source_fidelity.py): a table, and bench/source_fidelity.json.

@@ -94,3 +94,16 @@ def _file_sha256(path: str, *stamp: int) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def replace_marked(path: Path | str, name: str, text: str) -> bool:
+    """Replace what lies between the lines `<!-- name -->` and `<!-- /name -->` of a text file (atomically);
+    False, the file untouched, when it does not hold exactly one such pair."""
+    path = Path(path)
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    old = path.read_text()
+    if old.count(start) != 1 or old.count(end) != 1 or old.index(start) > old.index(end):
+        return False
+    head, rest = old.split(start, 1)
+    write_atomic(path, f"{head}{start}\n{text}{end}{rest.split(end, 1)[1]}")
+    return True

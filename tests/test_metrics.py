@@ -31,3 +31,33 @@ def test_single_label_metrics():
     metrics.update(logits, torch.tensor([0, 1, 5, 3]))
     values = metrics.compute()
     assert values["top1"].item() == pytest.approx(0.75) and values["top5"].item() == pytest.approx(1.0)
+
+
+class _Clips:
+    """A clip loader whose 'image' is already the network's logits (the network is the identity)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def epoch(self, epoch):
+        return iter(self.batches)
+
+
+def test_video_accuracy_is_the_mean_softmax_of_a_videos_clips_not_its_clips_hits():
+    """Video 0 (class 0): one clip sure of class 0, two clips mildly for class 1, in two batches; video 1
+    (class 2): two right clips. The mean softmax gets video 0 right, though only 1 of its 3 clips is right:
+    video top-1 100 while clip top-1 is 60; averaging each video's clip hits would give 66.7, a majority
+    vote 50."""
+    import torch.nn as nn
+    from accelerate import Accelerator
+    from engine.evaluation import evaluate_clips
+
+    sure, mild = [9.0, 0.0, 0.0], [0.0, 0.5, 0.0]  # softmax ~(1, 0, 0) and (0.27, 0.45, 0.27)
+    batches = [{"image": torch.tensor([sure, mild, [0.0, 0.0, 3.0]]), "label": torch.tensor([0, 0, 2]),
+                "video": torch.tensor([0, 0, 1])},
+               {"image": torch.tensor([mild, [0.0, 0.0, 3.0]]), "label": torch.tensor([0, 2]),
+                "video": torch.tensor([0, 1])}]
+    record = evaluate_clips(Accelerator(cpu=True), nn.Identity(), _Clips(batches), torch.tensor([0, 2]), 3)
+    assert record["test/clips"] == 5 and record["test/videos"] == 2
+    assert record["test/clip_top1"] == pytest.approx(60.0)
+    assert record["test/video_top1"] == pytest.approx(100.0)

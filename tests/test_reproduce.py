@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine.config import load_config
-from tools import reproduce, results
+from tools import reproduce, results, run_plan
 from tools.tables import TableError, load_table, table_names
 from tests.conftest import ROOT
 
@@ -216,7 +216,7 @@ def test_every_existing_cell_config_takes_its_overrides():
     for name in table_names():
         for row, column, cell in load_table(name).cells():
             if (ROOT / cell.config).exists():
-                cfg = load_config(ROOT / cell.config, reproduce.train_args(cell, 1, reproduce.DEFAULT_RUNS, [])[4:])
+                cfg = load_config(ROOT / cell.config, run_plan.train_args(cell, 1, run_plan.DEFAULT_RUNS, [])[4:])
                 assert cfg.seed == 1 and cfg.run.name == cell.run_name, (name, row.label, column)
 
 

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from engine.config import ImageDataConfig, VideoDataConfig
+from engine.config import load_config
 from tools import reproduce, run_cost
 
 # Rates chosen so that 75 epochs of the tiny config's 96 training images take 1 h at the scratch figure.
@@ -71,10 +72,10 @@ def test_official_sizes_stand_in_for_data_that_is_not_here():
 
 def test_a_source_cache_is_costed_where_the_bench_built_the_same(tmp_path, bench):
     """The bench's cache build: ResNet-50 on 32x32 images upsampled 7/3 (74x74), the CIFAR configs' sources."""
-    cfg = reproduce.load_config("configs/cifar10/resnet20_sskt_PI.yaml")
+    cfg = load_config("configs/cifar10/resnet20_sskt_PI.yaml")
     result = run_cost.estimate([], [(cfg, 0, None), (cfg, 1, None)], run_cost.read_bench(bench))
     assert result.caches == 2  # 50,000 official images x 162 views each, at 100 forwards/s
     assert result.cache_hours == pytest.approx(2 * 50000 * 162 / 100 / 3600)
-    stl = reproduce.load_config("configs/stl10/resnet20_sskt_PI.yaml")  # 96x96 x 7/3: not the bench's input
+    stl = load_config("configs/stl10/resnet20_sskt_PI.yaml")  # 96x96 x 7/3: not the bench's input
     assert run_cost.estimate([], [(stl, 0, None)], run_cost.read_bench(bench)).caches_unmatched == \
         {"source places365 (resnet50)": 1}

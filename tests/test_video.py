@@ -395,8 +395,12 @@ def test_train_plan_splits_clips_between_two_processes():
 def test_video_readers_errors_and_auto_loader(train_set, tmp_path):
     from pipelines.datasets import DatasetError
     from pipelines.dali_clips import DaliClipLoader
-    with pytest.raises(DatasetError, match=r"ucf101.h5 not found; build it with `make preprocess-video"):
-        VIDEO_READERS["ucf101"](types.SimpleNamespace(root=tmp_path, split=1), "train")
+    for name, lists in (("ucf101", "UCF101TrainTestSplits"), ("hmdb51", "test_train_splits")):
+        with pytest.raises(DatasetError) as missing:
+            VIDEO_READERS[name](types.SimpleNamespace(root=tmp_path, split=1), "train")
+        message = str(missing.value)  # one line: where the videos come from and how the store is built
+        assert "\n" not in message and f"{name}.h5 not found" in message and lists in message
+        assert f"`make preprocess-video DATASET={name} ROOT=<that folder> OUT={tmp_path / name}.h5`" in message
     plan = ClipPlan(tuple(train_set.frame_counts.tolist()), T, 2)
     auto = build_clip_loader("auto", train_set, VIEWS, plan, CPU, workers=1)
     assert isinstance(auto, DaliClipLoader)

@@ -8,7 +8,7 @@ a large labeling of the procedural set that differs from the target's. Pretraini
 them costs more than a first `make train` may take on 2 CPU cores, so their exports
 are committed under configs/demo/sources/ (<name>.pt, a few hundred KB) beside a
 manifest (<name>.json) holding the identity they were trained from (a hash of the
-source config, the overrides and the procedural generator's version), the file's
+source config's settings, not its comments, the overrides and the procedural generator's version), the file's
 sha256 and its measured held-out accuracy. The demo configs load the .pt files
 through the same `checkpoint` source loader as any other weights.
 
@@ -28,6 +28,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from engine.schema import ConfigError
 from pipelines.datasets import procedural
 from foundation.files import copy_atomic, file_sha256, write_atomic
@@ -41,8 +43,11 @@ TOLERANCE = 2.0  # points of held-out top-1 a retrained source may differ from t
 
 
 def identity(config: str, overrides: list[str]) -> str:
-    text = Path(config).read_text() + "\n".join(overrides) + f"\nprocedural v{procedural.VERSION}"
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    """What a source was trained from: its config's settings (a comment edit keeps it), the overrides and
+    the procedural generator's version."""
+    settings = {"config": yaml.safe_load(Path(config).read_text()), "overrides": list(overrides),
+                "procedural": procedural.VERSION}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def manifest_path(name: str, where: Path = COMMITTED) -> Path:

@@ -118,13 +118,14 @@ def bench_2d(args, workdir: Path) -> dict:
 
 def bench_3d(args, workdir: Path) -> dict:
     from engine.config import load_config
-    from tools.bench_video3d import bench_overrides, prepare_videos, write_weights
+    from tools.bench_video3d import WORKLOADS, bench_overrides, prepare_videos, write_weights
 
     workdir.mkdir(parents=True, exist_ok=True)
-    prepare_videos(workdir, args)
-    weights = write_weights(load_config(VIDEO_CONFIG), workdir)
+    prepare_videos(WORKLOADS["resnet3d_18"], workdir, args)
+    shipped = load_config(VIDEO_CONFIG)
+    weights = write_weights(shipped, workdir)
     smaller = ["data.clip_length=4", "data.sample_size=32", "data.views=2"] if args.smoke else []
-    overrides = [*weights, *bench_overrides(workdir, args, "in_memory", len(weights)), *smaller]
+    overrides = [*weights, *bench_overrides(shipped, workdir, args, "in_memory", args.clip_batch), *smaller]
 
     def experiment(compiled: bool) -> Experiment:
         cfg = with_train(load_config(VIDEO_CONFIG, overrides), precision=precision(), compile=compiled)

@@ -36,7 +36,6 @@ import csv
 import io
 import json
 import os
-import re
 import statistics
 import sys
 import textwrap
@@ -52,8 +51,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from foundation.files import atomic_path, write_atomic  # noqa: E402
-from tools.reproduce import DEFAULT_RUNS, add_seeds_argument, slug, trial_root, with_prerequisites  # noqa: E402
+from foundation.files import atomic_path, replace_marked, write_atomic  # noqa: E402
+from tools.reproduce import add_seeds_argument  # noqa: E402
+from tools.run_plan import DEFAULT_RUNS, slug, trial_root, with_prerequisites  # noqa: E402
 from tools.tables import Cell, Row, Table, TableError, load_table, table_names  # noqa: E402
 
 MISSING = "missing"
@@ -459,10 +459,6 @@ def write_results(table: Table, runs_root: Path, out_dir: Path, seeds: list[int]
 
 # ---------------------------------------------------------------- the README's Results section
 
-def markers(name: str) -> tuple[str, str]:
-    return f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
-
-
 def readme_section(table: Table, lines: list[Line], runs_root: Path, written: dict[str, Path], base: Path) -> str:
     plots = [(key.removeprefix("curves "), path) for key, path in written.items() if key.startswith("curves ")]
     links = [f"[{table.name}: ours vs the paper, per cell]({link(written['bars'], base)})"]
@@ -478,13 +474,9 @@ def link(path: Path, base: Path) -> str:
 
 def replace_section(readme: Path, name: str, section: str) -> None:
     """Replace what lies between the table's two markers in `readme` (one line if they are not there)."""
-    start, end = markers(name)
-    text = readme.read_text()
-    found = re.search(re.escape(start) + r"\n.*?" + re.escape(end), text, flags=re.S)
-    if text.count(start) != 1 or text.count(end) != 1 or found is None:
-        raise TableError(f"{readme}: needs one '{start}' line and one '{end}' line after it, around the part "
-                         f"`make results TABLE={name} README=1` writes")
-    write_atomic(readme, text[:found.start()] + f"{start}\n{section}{end}" + text[found.end():])
+    if not replace_marked(readme, f"results:{name}", section):
+        raise TableError(f"{readme}: needs one '<!-- results:{name} -->' line and one '<!-- /results:{name} -->' "
+                         f"line after it, around the part `make results TABLE={name} README=1` writes")
 
 
 def main(argv: list[str] | None = None) -> int:

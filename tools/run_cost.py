@@ -65,8 +65,8 @@ BENCH_WORKLOADS = {
     ("training", "images_per_s", "scratch"): Workload("resnet20", (32, 32)),
     ("training", "images_per_s", "cached"): _CIFAR_SSKT,
     ("training", "images_per_s", "live"): replace(_CIFAR_SSKT, outputs="live", live=(("resnet50", (74, 74)),) * 2),
-    ("video3d", "clips_per_s", "cached"): _CLIP_SSKT,
-    ("video3d", "clips_per_s", "live"): replace(_CLIP_SSKT, outputs="live", live=(("resnet50", (112, 112)),) * 2),
+    ("video3d", "resnet3d_18", "clips_per_s", "cached"): _CLIP_SSKT,
+    ("video3d", "resnet3d_18", "clips_per_s", "live"): replace(_CLIP_SSKT, outputs="live", live=(("resnet50", (112, 112)),) * 2),
 }
 CACHE_BUILD = ("resnet50", (74, 74))  # training.cache.forwards_per_s: ResNet-50 forwards on 74x74 (32x32 x 7/3)
 

@@ -1,4 +1,4 @@
-"""sbatch scripts for a plan of tools/reproduce.py (`make reproduce TABLE=... SLURM=1`).
+"""sbatch scripts for a plan of tools/run_plan.py (`make reproduce TABLE=... SLURM=1`).
 
 One script per cell, an array job over its unfinished seeds (array task id = seed) that runs
 `accelerate launch` over the cell's own resources (tools.tables: nodes, GPUs, CPUs and memory per node,
@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.reproduce import ROOT, Job, SourceCache, describe, maker_of, missing_checkpoint, slug, source_caches
+from tools.run_plan import ROOT, Job, SourceCache, describe, maker_of, missing_checkpoint, slug, source_caches
 from tools.tables import Resources, Table
 
 PORT = 29500

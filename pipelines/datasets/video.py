@@ -63,10 +63,23 @@ class VideoSet:
         return h.hexdigest()[:16]
 
 
+# Where the official data sets' videos and split lists come from (the missing-store error names them).
+ORIGINS = {
+    "ucf101": "https://www.crcv.ucf.edu/data/UCF101/UCF101.rar and "
+              "https://www.crcv.ucf.edu/data/UCF101/UCF101TrainTestSplits-RecognitionTask.zip",
+    "hmdb51": "https://serre-lab.clps.brown.edu/wp-content/uploads/2013/10/hmdb51_org.rar and "
+              "https://serre-lab.clps.brown.edu/wp-content/uploads/2013/10/test_train_splits.rar",
+}
+
+
 def read_video_split(name: str | None, data_cfg: "VideoDataConfig", split: str) -> VideoSet:
     """`name` None: `data_cfg.root` is the store file itself, of any data set."""
     fold = data_cfg.split  # 1..3, as the data section's schema allows
     path = Path(data_cfg.root) / f"{name}.h5" if name else Path(data_cfg.root)
+    if name in ORIGINS and not path.exists():
+        raise DatasetError(f"frame store {path} not found; download the {name} videos and split lists "
+                           f"({ORIGINS[name]}), unpack them under one folder and build it with "
+                           f"`make preprocess-video DATASET={name} ROOT=<that folder> OUT={path}`")
     try:
         store = FrameStore(path)
     except FrameStoreError as e:
