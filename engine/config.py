@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import to_jsonable_python
 from pydantic.types import NonNegativeInt, PositiveFloat, PositiveInt
 
 from engine.methods import METHODS, MethodSection
@@ -201,9 +202,8 @@ def describe_error(err: dict) -> str:
     return describe_field_error(Config, err)
 
 
-def retired_key(cfg: Config, key: str) -> bool:
-    """Whether the section that would hold dotted `key` is in `cfg` but has no such field: a key that a
-    config stored by an earlier schema holds (e.g. a video key in an image run's flat data section)."""
+def _section_of(cfg: Config, key: str):
+    """(the section of `cfg` that would hold dotted `key`, the key's last part), or (None, name)."""
     *path, name = key.split(".")
     node = cfg
     for part in path:
@@ -212,8 +212,25 @@ def retired_key(cfg: Config, key: str) -> bool:
         elif isinstance(node, Strict) and part in type(node).model_fields:
             node = getattr(node, part)
         else:
-            return False
+            return None, name
+    return node, name
+
+
+def retired_key(cfg: Config, key: str) -> bool:
+    """Whether the section that would hold dotted `key` is in `cfg` but has no such field: a key that a
+    config stored by an earlier schema holds (e.g. a video key in an image run's flat data section)."""
+    node, name = _section_of(cfg, key)
     return isinstance(node, Strict) and name not in type(node).model_fields
+
+
+def at_default(cfg: Config, key: str) -> bool:
+    """Whether dotted `key` holds its schema default in `cfg`: what a config stored before the key existed
+    computed (a new setting's default keeps what the code did before it)."""
+    node, name = _section_of(cfg, key)
+    if not isinstance(node, Strict) or name not in type(node).model_fields:
+        return False
+    default = type(node).model_fields[name].get_default(call_default_factory=True)
+    return to_jsonable_python(getattr(node, name)) == to_jsonable_python(default)
 
 
 def resumable_keys() -> set[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from engine import checkpoint
-from engine.config import Config, ConfigError, resumable_keys, retired_key
+from engine.config import Config, ConfigError, at_default, resumable_keys, retired_key
 from engine.optim import OptimConfig, depends_on_total_epochs
 from engine.run_folder import RunFolder, changed_inputs
 from engine.summary import primary_metric_line
@@ -96,13 +96,17 @@ def changed_settings(stored_file: Path, cfg: Config, may_differ: set[str] | None
     """Each setting in which `cfg` differs from a run's config.yaml, as "key=<stored> there, <cfg's> now",
     then each source whose weight file changed since the run read it (engine.run_folder.changed_inputs).
     `may_differ`: the keys not compared (default: the schema's resumable ones). A stored key that the schema
-    no longer has where it stood is no setting of `cfg` (engine.config.retired_key)."""
+    no longer has where it stood is no setting of `cfg` (engine.config.retired_key); a key the stored config
+    lacks (the run was made before it existed) is the same setting when `cfg` holds its default there."""
     may_differ = resumable_keys() if may_differ is None else may_differ
     stored = flatten(yaml.safe_load(stored_file.read_text())) if stored_file.exists() else {}
     current = flatten(cfg.model_dump(mode="json"))
+    stored_sections = {k.rsplit(".", n)[0] for k in stored for n in range(1, k.count(".") + 1)}
     return [f"{k}={stored.get(k)} there, {current.get(k)} now" for k in sorted(stored.keys() | current.keys())
             if stored.get(k) != current.get(k) and not any(k == m or k.startswith(m + ".") for m in may_differ)
-            and not (k not in current and retired_key(cfg, k))] + changed_inputs(stored_file.parent)
+            and not (k not in current and retired_key(cfg, k))
+            and not (k not in stored and k not in stored_sections and at_default(cfg, k))
+            ] + changed_inputs(stored_file.parent)
 
 
 def optim_sections(cfg: Config) -> list[tuple[str, OptimConfig]]:

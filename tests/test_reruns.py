@@ -138,3 +138,22 @@ def test_resume_on_another_process_count_is_refused(tiny_config):
     (folder / "trainer.json").write_text(json.dumps({"epoch": 1, "processes": 2}))
     with pytest.raises(ConfigError, match=r"trained by 2 process\(es\), not 1; resume it with 2"):
         reruns.check_processes(cfg, RunFolder(cfg.run_dir()), 1)
+
+
+def test_a_key_newer_than_the_run_is_the_same_setting_at_its_default(tiny_config, tmp_path):
+    """A run stored before a setting existed computed what the setting's default computes: it stays the same
+    run (resumed, reused by make reproduce and make results); any other value of the new key is a change,
+    and so is a stored key that differs."""
+    import yaml
+    cfg = load_config(tiny_config)
+    stored = cfg.model_dump(mode="json")
+    del stored["data"]["drop_last"], stored["train"]["compile"]  # keys an older schema did not have
+    stored_file = tmp_path / "config.yaml"
+    stored_file.write_text(yaml.safe_dump(stored))
+    assert reruns.changed_settings(stored_file, cfg) == []
+    assert reruns.changed_settings(stored_file, load_config(tiny_config, ["data.drop_last=true"])) == [
+        "data.drop_last=None there, True now"]
+    stored["data"]["batch_size"] += 1
+    stored_file.write_text(yaml.safe_dump(stored))
+    assert reruns.changed_settings(stored_file, cfg) == [
+        f"data.batch_size={cfg.data.batch_size + 1} there, {cfg.data.batch_size} now"]
