@@ -83,8 +83,8 @@ def test_the_plateau_schedule_steps_on_the_total_loss(config):
     cfg = load_config(config, ["optim.plateau_metric=test/val_total_loss"])
     summary = train(cfg)
     record = read_jsonl(cfg.run_dir() / "metrics.jsonl")[0]
-    saved = torch.load(checkpoint.last_state_dir(cfg.run_dir() / "checkpoints") / checkpoint.SCHEDULES_FILE,
-                       weights_only=True)
+    schedules = checkpoint.last_state_dir(cfg.run_dir() / "checkpoints") / checkpoint.SCHEDULES_FILE
+    saved = torch.load(schedules, weights_only=True)
     assert saved["target"]["best"] == pytest.approx(record["test/val_total_loss"])
     assert record["test/val_total_loss"] > record["test/val_loss"] + 0.1
     assert summary["lr_schedule"].startswith("plateau on test/val_total_loss")
