@@ -230,10 +230,10 @@ def test_the_video_table_runs_the_demo_configs_on_one_set_of_videos():
     store made from the config the Makefile prepares, in runs/demo/video_table/."""
     table = load_table("demo_video")
     cells = {cell_label(row, column): cell for row, column, cell in table.cells()}
-    assert list(cells) == ["none / scratch", "linear heads / SSKT I", "linear heads / SSKT P+I"]
+    assert list(cells) == ["none / scratch", "none / DML", "linear heads / SSKT I", "linear heads / SSKT P+I"]
     assert table.metric == "test/video_top1" and table.baseline.column == "scratch" and table.layout == "cells"
     assert {cell.run_name for cell in cells.values()} == {
-        f"demo/video_table/{name}" for name in ("scratch", "sskt_i_linear", "sskt_p_i_linear")}
+        f"demo/video_table/{name}" for name in ("scratch", "dml", "sskt_i_linear", "sskt_p_i_linear")}
     prepared = load_config(ROOT / "configs/demo/video_sskt.yaml")  # what `make demo-video-data` writes
     sources = {}
     for label, cell in cells.items():
@@ -242,7 +242,7 @@ def test_the_video_table_runs_the_demo_configs_on_one_set_of_videos():
         assert (cfg.optim, cfg.train, cfg.model.target) == (prepared.optim, prepared.train,
                                                              prepared.model.target), label
         sources[label] = [Path(s.weights).name for s in cfg.sources]
-    assert sources == {"none / scratch": [], "linear heads / SSKT I": ["object.pt"],
+    assert sources == {"none / scratch": [], "none / DML": [], "linear heads / SSKT I": ["object.pt"],
                        "linear heads / SSKT P+I": ["scene.pt", "object.pt"]}
     make = (ROOT / "Makefile").read_text()
     recipe = make[make.index("\ndemo-video:"):].split("\n\n")[0]

@@ -146,6 +146,13 @@ def video_name(label: int, group: int, clip: int) -> str:
     return f"{cls}/v_{cls}_g{group:02d}_c{clip:02d}.avi"
 
 
+def parse_name(name: str) -> tuple[int, int, int]:
+    """(label, group, clip) of a video_name, with or without its .avi (a frame store keeps it without)."""
+    stem = name.split("/")[-1].removesuffix(".avi")
+    _, cls, group, clip = stem.split("_")
+    return CLASSES.index(cls), int(group[1:]), int(clip[1:])
+
+
 def tested_groups(groups: int, split: int) -> range:
     """Groups that split k (1..3) tests: the official blocks of 7 for 25 groups, scaled for fewer."""
     block = max(1, round(groups * OFFICIAL_TEST_BLOCK / OFFICIAL_GROUPS))

@@ -1,0 +1,55 @@
+"""tools/source_information.py: the soft cross-entropy floors of an SSKT head, per what it could know."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import load_config
+from engine.experiment import Experiment
+from pipelines.datasets import procedural_video as pv
+from tests.conftest import ROOT
+from tests.test_video_train import reset
+from tools import demo_video, source_information
+
+
+def test_cross_entropy_to_group_means_by_hand():
+    probs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.5, 0.5]])
+    # groups {0, 1} (mean [0.5, 0.5]) and {2, 3} (mean [0.5, 0.5]): every sample scores log 2
+    assert source_information.cross_entropy_to_group_means(probs, np.array([7, 7, 3, 3])) == pytest.approx(math.log(2))
+    # groups {0, 2} (mean [0.75, 0.25]) and {1, 3} (mean [0.25, 0.75])
+    expected = (-math.log(0.75) * 2 + 2 * -(0.5 * math.log(0.75) + 0.5 * math.log(0.25))) / 4
+    assert source_information.cross_entropy_to_group_means(probs, np.array([0, 1, 0, 1])) == pytest.approx(expected)
+
+
+def test_parse_name_inverts_video_name():
+    for label, group, clip in [(0, 1, 1), (5, 25, 8), (3, 12, 99)]:
+        name = pv.video_name(label, group, clip)
+        assert pv.parse_name(name) == pv.parse_name(name.removesuffix(".avi")) == (label, group, clip)
+
+
+def test_the_video_demo_floors_are_ordered_as_what_the_head_knows(tmp_path, source_checkpoint):
+    """On a tiny prepared demo set where every action shows its own shape: every floor lies between the
+    source's entropy and `nothing`, a finer grouping never scores worse (the group mean minimises its members'
+    mean cross-entropy), and the generator's shape groups the draws exactly as the class does."""
+    shipped = load_config(ROOT / "configs/demo/video_sskt.yaml").data.procedural
+    options = {**shipped, "groups": 4, "clips": 2, "frames": 16, "own_shape": 1.0}
+    store = demo_video.prepare_store(tmp_path / "procedural_video.h5", workers=1, **options)
+    cfg = load_config(ROOT / "configs/demo/video_sskt.yaml", [
+        f"data.root={store}", "data.workers=0", f"sources.0.weights={source_checkpoint}",
+        *(f"data.procedural.{key}={value}" for key, value in options.items()),
+        f"source_cache.root={tmp_path / 'cache'}", f"run.root={tmp_path / 'runs'}"])
+    try:
+        report = source_information.information(Experiment(cfg, splits=("train",)), epochs=2)
+    finally:
+        reset()
+    row = report["object"]
+    train_videos = 6 * 3 * 2  # groups 2-4 train on split 1
+    assert row["draws"] == 2 * train_videos and row["temperature"] == 1.0
+    assert row["entropy"] <= row["sample"] <= row["class"] <= row["nothing"] <= math.log(36) + 1e-6
+    assert row["entropy"] <= row["shape x size"] <= row["shape"] <= row["nothing"]
+    assert row["shape"] == pytest.approx(row["class"])  # names parsed to the right videos' factors
+    json.dumps(report)  # what --out writes
