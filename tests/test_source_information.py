@@ -53,3 +53,23 @@ def test_the_video_demo_floors_are_ordered_as_what_the_head_knows(tmp_path, sour
     assert row["entropy"] <= row["shape x size"] <= row["shape"] <= row["nothing"]
     assert row["shape"] == pytest.approx(row["class"])  # names parsed to the right videos' factors
     json.dumps(report)  # what --out writes
+
+
+def test_images_and_the_command_line(tiny_config, tmp_path, capsys):
+    """On images (each draw one of an image's views), through main(): the printed floors and the --out file
+    agree, every floor lies between the source's entropy and `nothing`, and no video factor is reported."""
+    out = tmp_path / "info.json"
+    assert source_information.main(["--config", str(tiny_config), "--epochs", "2", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["object"]
+    assert row["draws"] == 2 * 96 and row["temperature"] == load_config(tiny_config).method.temperature
+    assert row["entropy"] <= row["sample"] <= row["class"] <= row["nothing"]
+    assert "shape" not in row
+    printed = capsys.readouterr().out
+    assert f"class                {row['class']:.3f}" in printed and "the source itself" in printed
+
+
+def test_a_config_without_sources_is_one_line(capsys):
+    assert source_information.main(["--config", str(ROOT / "configs/demo/video_scratch.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {ROOT / 'configs/demo/video_scratch.yaml'}: no sources to score (the config's `sources` "
+                   "is empty)"]

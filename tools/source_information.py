@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.config import load_config
+from engine.config import ConfigError, load_config
+from engine.entry import run_entry
 from engine.experiment import Experiment
 from engine.source_outputs import live_source_outputs
 from foundation.files import write_atomic
@@ -33,7 +34,7 @@ from pipelines.datasets import is_video
 from pipelines.datasets import procedural_video
 
 
-def draw_outputs(experiment: Experiment, epochs: int) -> tuple[dict[str, list], dict[str, list]]:
+def draw_outputs(experiment: Experiment, epochs: int) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
     """Each source's logits on `epochs` epochs of training batches, and the batches' keys."""
     sources = live_source_outputs(experiment.sources, experiment.accelerator, is_video(experiment.train_set))
     outputs, keys = defaultdict(list), defaultdict(list)
@@ -97,16 +98,21 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the figures as JSON")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    experiment = Experiment(load_config(args.config, args.overrides), splits=("train",))
-    report = information(experiment, args.epochs)
+    return run_entry(report_information, args.config, args.overrides, args.epochs, args.out)
+
+
+def report_information(config: str, overrides: list[str], epochs: int, out: str | None) -> None:
+    cfg = load_config(config, overrides)
+    if not cfg.sources:
+        raise ConfigError(f"{config}: no sources to score (the config's `sources` is empty)")
+    report = information(Experiment(cfg, splits=("train",)), epochs)
     for name, row in report.items():
         print(f"source {name}: {row['draws']} draws, T={row['temperature']:g}; soft CE (nats) of a head that knows")
         for key, value in row.items():
             if key not in ("draws", "temperature"):
                 print(f"  {'the source itself' if key == 'entropy' else key:20s} {value:.3f}")
-    if args.out:
-        write_atomic(args.out, json.dumps(report, indent=1) + "\n")
-    return 0
+    if out:
+        write_atomic(out, json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":
