@@ -32,6 +32,7 @@ from engine.source_outputs import live_source_outputs
 from foundation.files import write_atomic
 from pipelines.datasets import is_video
 from pipelines.datasets import procedural_video
+from pipelines.datasets.procedural import SIZES
 
 
 def draw_outputs(experiment: Experiment, epochs: int) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
@@ -69,9 +70,9 @@ def procedural_factors(experiment: Experiment, keys: dict) -> dict[str, np.ndarr
         factors = procedural_video.video_factors(options["seed"], label, group, clip, options["frames"],
                                                  options["own_shape"], options["own_background"])[0]
         shape.append(factors["shape"])
-        size.append(min(int(factors["radius"][frame] * 3), 2))
+        size.append(min(int(factors["radius"][frame] * len(SIZES)), len(SIZES) - 1))  # as the 2D set's labels
     shape = np.array(shape)
-    return {"shape": shape, "shape x size": shape * 3 + np.array(size)}
+    return {"shape": shape, "shape x size": shape * len(SIZES) + np.array(size)}
 
 
 def information(experiment: Experiment, epochs: int) -> dict[str, dict[str, float]]:
