@@ -1,6 +1,7 @@
 """The offline video demo's data: procedural motion videos -> UCF-101 layout -> frame store."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import types
@@ -78,6 +79,39 @@ def test_each_action_has_its_own_actor_and_scene_mostly_not_always():
                                                            own_background=1 / 6)[0] for group in range(n)]
                                   for label in range(len(CLASSES))})
     assert independent < 0.25, independent  # shares of 1/6: the kinds say nothing about the class
+
+
+# sha256 of render_video(0, label, 1, 1, 16)'s pixels for every label, with the default options.
+PINNED_PIXELS = {2: "0fbd88a3c98cf6b71d4b81813544fd9a4b033c4359274491db3dcf830836c3eb"}
+
+
+def test_pixels_are_pinned_to_the_generator_version():
+    """The video set's folder is named by VERSION: changed pixels under the same VERSION would reuse old
+    files. On failure: bump pv.VERSION and pin the new digest under it."""
+    digest = hashlib.sha256()
+    for label in range(len(CLASSES)):
+        digest.update(pv.render_video(0, label, 1, 1, 16)[0].tobytes())
+    assert PINNED_PIXELS.get(pv.VERSION) == digest.hexdigest(), f"pixels changed under VERSION {pv.VERSION}"
+
+
+def test_subtle_motion_is_the_same_path_at_a_tenth_of_its_extent():
+    """A share subtle_motion of the videos keep their path's form and mean at SUBTLE_EXTENT of its extent;
+    the draw comes after the path's, so the same video with and without subtlety has the same path."""
+    n, share = 600, 0.5
+    subtle = [pv.video_factors(0, label, group, 1, 16, subtle_motion=share)[0]["subtle"]
+              for label in range(len(CLASSES)) for group in range(n // len(CLASSES))]
+    assert abs(np.mean(subtle) - share) < 0.06
+    for label in range(len(CLASSES)):
+        full = pv.video_factors(0, label, 1, 1, 16, subtle_motion=0)[0]
+        small = pv.video_factors(0, label, 1, 1, 16, subtle_motion=1)[0]
+        assert not full["subtle"] and small["subtle"] and full["shape"] == small["shape"]
+        for key in ("cx", "cy", "radius"):
+            assert np.allclose(small[key] - small[key].mean(), pv.SUBTLE_EXTENT * (full[key] - full[key].mean()))
+            assert np.isclose(small[key].mean(), full[key].mean())
+        moved = max(np.ptp(full[key]) for key in ("cx", "cy", "radius"))
+        assert moved > 0.3 and max(np.ptp(small[key]) for key in ("cx", "cy", "radius")) < 0.1 * moved + 1e-6
+    with pytest.raises(ValueError, match="subtle_motion: expected a share"):
+        pv.options(subtle_motion=-0.1)
 
 
 def test_layout_and_split_files_are_ucf101s(ucf):
@@ -188,13 +222,14 @@ def test_the_config_names_the_data_seed_and_a_bad_option_is_one_line(tmp_path, c
              "data.procedural.clips=1", "data.procedural.frames=9"]
     assert demo_video.main(["--prepare", str(config), *small]) == 0
     opts = pv.options(**load_config(config, small).data.procedural)
+    shares = {key: opts[key] for key in pv.SHARES}
     assert opts["seed"] == 3 and opts["own_shape"] == load_config(config).data.procedural["own_shape"]
     stamp = json.loads((tmp_path / "seed3.h5.identity").read_text())
     assert stamp["videos"] == pv.identity(opts) != pv.identity({**opts, "seed": 0})
     store = FrameStore(tmp_path / "seed3.h5")
     stored = jpeg_rgb(store, store.table.names.index("Rise/v_Rise_g02_c01"), 4).astype(float)
-    assert np.abs(stored - pv.render_video(3, 0, 2, 1, 9, opts["own_shape"], opts["own_background"])[0][4]).mean() < \
-        0.5 * np.abs(stored - pv.render_video(0, 0, 2, 1, 9, opts["own_shape"], opts["own_background"])[0][4]).mean()
+    assert np.abs(stored - pv.render_video(3, 0, 2, 1, 9, **shares)[0][4]).mean() < \
+        0.5 * np.abs(stored - pv.render_video(0, 0, 2, 1, 9, **shares)[0][4]).mean()
     capsys.readouterr()
     for override, message in (("data.procedural.fps=30", "data.procedural: unknown option 'fps'"),
                               ("data.procedural.own_shape=1.5", "data.procedural: own_shape: expected a share"),

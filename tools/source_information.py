@@ -68,7 +68,7 @@ def procedural_factors(experiment: Experiment, keys: dict) -> dict[str, np.ndarr
     for name, frame in zip(names, middle):
         label, group, clip = procedural_video.parse_name(name)
         factors = procedural_video.video_factors(options["seed"], label, group, clip, options["frames"],
-                                                 options["own_shape"], options["own_background"])[0]
+                                                 **{key: options[key] for key in procedural_video.SHARES})[0]
         shape.append(factors["shape"])
         size.append(min(int(factors["radius"][frame] * len(SIZES)), len(SIZES) - 1))  # as the 2D set's labels
     shape = np.array(shape)

@@ -10,15 +10,18 @@ a horizontal flip (the clip views flip):
     Slide     moves sideways, either way    Approach  grows (comes closer) in place
 
 Paths are randomised (start, travel, speed, drift) so that a single frame's position and size
-say almost nothing about the class; only the motion does. As in real action data (rowing and
-water, riding and horses), the actor and the scene go with the action without deciding it: each
-action has its own shape kind and its own background kind (OWN_SHAPE, OWN_BACKGROUND), shown in a
-share `own_shape` (`own_background`) of its videos, any other kind uniformly in the rest; a shape
-or background kind alone then points to its action more often than not, but only the motion is
-always right. Colours, tones and textures' details stay independent of the class. Pixel noise is
-partly static, partly fresh each frame, as a camera's.
+say almost nothing about the class; only the motion does. Optionally, in a share `subtle_motion`
+of the videos the motion is subtle: the path keeps its form and centre at a tenth of its extent
+(about a pixel), as real clips often show their action with little movement. As in real action
+data (rowing and water, riding and horses), the actor and the scene go with the action without
+deciding it: each action has its own shape kind and its own background kind (OWN_SHAPE,
+OWN_BACKGROUND), shown in a share `own_shape` (`own_background`) of its videos, any other kind
+uniformly in the rest; a shape or background kind alone then points to its action more often than
+not, but only the motion is always right. Colours, tones and textures' details stay independent of
+the class. Pixel noise is partly static, partly fresh each frame, as a camera's.
 
-    write_ucf101(root, seed=0, groups=25, clips=8, frames=16, own_shape=0.75, own_background=0.5)
+    write_ucf101(root, seed=0, groups=25, clips=8, frames=16, own_shape=0.75, own_background=0.5,
+                 subtle_motion=0.0)
 
 writes `<root>/<Class>/v_<Class>_gXX_cYY.avi` (MPEG-4 Part 2 in AVI, as UCF-101 ships) and
 `<root>/ucfTrainTestlist/` (classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt) for
@@ -52,8 +55,12 @@ OWN_SHAPE = {"Rise": "triangle", "Fall": "circle", "Slide": "square", "Shake": "
              "Approach": "star"}
 OWN_BACKGROUND = {"Rise": "clouds", "Fall": "vstripes", "Slide": "hstripes", "Shake": "checker", "Orbit": "dots",
                   "Approach": "waves"}
-# The video demo's design (configs/demo/video_*.yaml give every option explicitly).
-DEFAULTS = {"seed": 0, "groups": 25, "clips": 8, "frames": 16, "qscale": 4, "own_shape": 0.75, "own_background": 0.5}
+# The video demo's design (configs/demo/video_*.yaml give every option but subtle_motion explicitly: a
+# measured variant, docs/demo.md#video-demo).
+DEFAULTS = {"seed": 0, "groups": 25, "clips": 8, "frames": 16, "qscale": 4, "own_shape": 0.75, "own_background": 0.5,
+            "subtle_motion": 0.0}
+SHARES = ("own_shape", "own_background", "subtle_motion")  # the design's shares, each in [0, 1]
+SUBTLE_EXTENT = 0.1  # a subtle motion's extent, as a share of its path's usual extent
 FPS = 25
 OFFICIAL_GROUPS, OFFICIAL_TEST_BLOCK = 25, 7  # UCF-101: split k tests groups 7(k-1)+1 .. 7k
 STATIC_NOISE = 0.8  # share of the pixel noise's variance that stays the same in every frame
@@ -104,6 +111,11 @@ def _drift(start: float, drift: float, p: np.ndarray) -> np.ndarray:
     return np.clip(start, abs(drift), 1 - abs(drift)) + drift * (p - 0.5) * 2
 
 
+def subtle(path: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same motion at SUBTLE_EXTENT of its extent, around the path's mean position and size."""
+    return {key: v.mean() + SUBTLE_EXTENT * (v - v.mean()) for key, v in path.items()}
+
+
 def nuisance_kind(own: int, share: float, count: int, rng: np.random.Generator) -> int:
     """`own` with probability `share`, else one of the other `count - 1` kinds, uniformly."""
     if rng.random() < share:
@@ -113,9 +125,10 @@ def nuisance_kind(own: int, share: float, count: int, rng: np.random.Generator) 
 
 def video_factors(seed: int, label: int, group: int, clip: int, frames: int,
                   own_shape: float = DEFAULTS["own_shape"], own_background: float = DEFAULTS["own_background"],
-                  ) -> tuple[dict, np.ndarray, np.random.Generator]:
-    """The video's factors (shape and background kind, path), the 2D renderer's per-frame draws
-    float32 [frames, N_UNIFORM], and the generator whose next draws are its pixel noise."""
+                  subtle_motion: float = DEFAULTS["subtle_motion"]) -> tuple[dict, np.ndarray, np.random.Generator]:
+    """The video's factors (shape and background kind, whether its motion is subtle, path), the 2D
+    renderer's per-frame draws float32 [frames, N_UNIFORM], and the generator whose next draws are its
+    pixel noise."""
     rng = np.random.default_rng([seed, label, group, clip])
     u = np.tile(rng.random(N_UNIFORM, dtype=np.float32), (frames, 1))  # the 2D set's draws: shape, colours, texture
     name = CLASSES[label]
@@ -123,15 +136,18 @@ def video_factors(seed: int, label: int, group: int, clip: int, frames: int,
     background = nuisance_kind(BACKGROUNDS.index(OWN_BACKGROUND[name]), own_background, len(BACKGROUNDS), rng)
     u[:, U_SHAPE], u[:, U_BG] = (shape + 0.5) / len(SHAPES), (background + 0.5) / len(BACKGROUNDS)
     path = motion_path(label, frames, rng)
+    is_subtle = subtle_motion > 0 and bool(rng.random() < subtle_motion)  # no draw at 0: other draws unchanged
+    path = subtle(path) if is_subtle else path
     u[:, U_CX], u[:, U_CY], u[:, U_RADIUS] = path["cx"], path["cy"], path["radius"]
     u[:, U_ANGLE] = u[0, U_ANGLE] + np.linspace(0, rng.uniform(-0.2, 0.2), frames)  # a slight turn: nuisance
-    return {"shape": shape, "background": background, **path}, u, rng
+    return {"shape": shape, "background": background, "subtle": is_subtle, **path}, u, rng
 
 
-def render_video(seed: int, label: int, group: int, clip: int, frames: int, own_shape: float = DEFAULTS["own_shape"],
-                 own_background: float = DEFAULTS["own_background"]) -> tuple[np.ndarray, dict]:
-    """uint8 [frames, 32, 32, 3] and the video's factors (video_factors); a pure function of its arguments."""
-    factors, u, rng = video_factors(seed, label, group, clip, frames, own_shape, own_background)
+def render_video(seed: int, label: int, group: int, clip: int, frames: int, **shares: float
+                 ) -> tuple[np.ndarray, dict]:
+    """uint8 [frames, 32, 32, 3] and the video's factors (video_factors, with the SHARES given or their
+    defaults); a pure function of its arguments."""
+    factors, u, rng = video_factors(seed, label, group, clip, frames, **shares)
     static = rng.standard_normal((1, SIZE, SIZE, 3), dtype=np.float32)
     fresh = rng.standard_normal((frames, SIZE, SIZE, 3), dtype=np.float32)
     noise = np.sqrt(STATIC_NOISE) * static + np.sqrt(1 - STATIC_NOISE) * fresh
@@ -189,11 +205,11 @@ def split_lists(groups: int, clips: int) -> dict[str, str]:
 
 
 def write_ucf101(root: Path, seed: int = 0, groups: int = 25, clips: int = 8, frames: int = 16,
-                 qscale: int = 4, own_shape: float = DEFAULTS["own_shape"],
-                 own_background: float = DEFAULTS["own_background"], progress=None) -> list[Path]:
-    """Every video and the split files under `root`; a video already on disk is kept (resume)."""
-    options(seed=seed, groups=groups, clips=clips, frames=frames, qscale=qscale, own_shape=own_shape,
-            own_background=own_background)
+                 qscale: int = 4, progress=None, **shares: float) -> list[Path]:
+    """Every video and the split files under `root`; a video already on disk is kept (resume). `shares`:
+    own_shape, own_background, subtle_motion (SHARES), their defaults where not given."""
+    opts = options(seed=seed, groups=groups, clips=clips, frames=frames, qscale=qscale, **shares)
+    shares = {key: opts[key] for key in SHARES}
     root = Path(root)
     for name, text in split_lists(groups, clips).items():
         write_atomic(root / "ucfTrainTestlist" / name, text)
@@ -203,7 +219,7 @@ def write_ucf101(root: Path, seed: int = 0, groups: int = 25, clips: int = 8, fr
             for clip in range(1, clips + 1):
                 path = root / video_name(label, group, clip)
                 if not path.exists():  # written atomically: present means complete
-                    pixels, _ = render_video(seed, label, group, clip, frames, own_shape, own_background)
+                    pixels, _ = render_video(seed, label, group, clip, frames, **shares)
                     write_avi(path, pixels, qscale)
                 paths.append(path)
                 if progress is not None:
@@ -227,7 +243,7 @@ def options(**given) -> dict:
         if not isinstance(value, int) or isinstance(value, bool) or value < least or (most and value > most):
             span = f"{least}..{most}" if most else f">= {least}"
             raise ValueError(f"{key}: expected an integer {span}, got {value!r}")
-    for key in ("own_shape", "own_background"):
+    for key in SHARES:
         value = opts[key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
             raise ValueError(f"{key}: expected a share between 0 and 1, got {value!r}")
