@@ -7,8 +7,9 @@ each source live on every batch, then scores the source's softmax at the method'
 predictors that know more or less about each sample: the soft cross-entropy (nats) a head would reach if it
 predicted, for every sample, the mean source output over all samples (`nothing`), over the samples of its
 class (`class`), or over its own draws (`sample`: the same image's views, the same video's clips; with few
-epochs it flatters, as each mean is taken over few draws). The source's own entropy is the floor. A trained SSKT head's `train/aux/<source>` near `class` means the target
-learned little of the source beyond what its labels already say.
+epochs it flatters, as each mean is taken over few draws). The source's own entropy is the floor. A trained
+SSKT head's `train/aux/<source>` near `class` means the target learned little of the source beyond what its
+labels already say.
 
 On the procedural video demo (a config with `data.procedural`) two more predictors use the generator's
 factors: the video's true shape kind (`shape`), and its shape with the size third at the source's frame
