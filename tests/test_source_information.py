@@ -52,7 +52,24 @@ def test_the_video_demo_floors_are_ordered_as_what_the_head_knows(tmp_path, sour
     assert row["entropy"] <= row["sample"] <= row["class"] <= row["nothing"] <= math.log(36) + 1e-6
     assert row["entropy"] <= row["shape x size"] <= row["shape"] <= row["nothing"]
     assert row["shape"] == pytest.approx(row["class"])  # names parsed to the right videos' factors
+    assert "top1" not in row  # a 36-class source is not in the object-like label space
     json.dumps(report)  # what --out writes
+
+
+def test_the_committed_object_source_names_the_true_shape(tmp_path):
+    """With the object-like source's 18 labels (shape x size), the report says how often its top-1 names the
+    video's true shape and shape x size: far above chance (1 in 6, 1 in 18) for the committed source, and a
+    right shape x size is a right shape."""
+    options = {**load_config(ROOT / "configs/demo/video_sskt.yaml").data.procedural, "groups": 4, "clips": 2}
+    store = demo_video.prepare_store(tmp_path / "procedural_video.h5", workers=1, **options)
+    cfg = load_config(ROOT / "configs/demo/video_sskt.yaml", [
+        f"data.root={store}", "data.workers=0", *(f"data.procedural.{key}={value}" for key, value in options.items()),
+        f"source_cache.root={tmp_path / 'cache'}", f"run.root={tmp_path / 'runs'}"])
+    try:
+        top1 = source_information.information(Experiment(cfg, splits=("train",)), epochs=2)["object"]["top1"]
+    finally:
+        reset()
+    assert 60 < top1["shape"] <= 100 and 100 / 18 < top1["shape x size"] <= top1["shape"], top1
 
 
 def test_images_and_the_command_line(tiny_config, tmp_path, capsys):
@@ -63,7 +80,7 @@ def test_images_and_the_command_line(tiny_config, tmp_path, capsys):
     row = json.loads(out.read_text())["object"]
     assert row["draws"] == 2 * 96 and row["temperature"] == load_config(tiny_config).method.temperature
     assert row["entropy"] <= row["sample"] <= row["class"] <= row["nothing"]
-    assert "shape" not in row
+    assert "shape" not in row and "top1" not in row
     printed = capsys.readouterr().out
     assert f"class                {row['class']:.3f}" in printed and "the source itself" in printed
 

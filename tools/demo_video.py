@@ -23,11 +23,11 @@ from pathlib import Path
 
 from engine.config import ConfigError, load_config
 from pipelines.datasets import procedural_video
+from pipelines.datasets.procedural import SIZE
 from foundation.h5blocks import partial_path
 from foundation.files import write_atomic
 from tools import preprocess_video
 
-SHORT_SIDE = 32  # the procedural frames' own size: stored as rendered, not resized
 CLIP_LENGTH = 8  # videos shorter than this are flagged by the preprocessing (none here)
 
 
@@ -36,7 +36,8 @@ def prepare_store(store: Path, workers: int = 2, **generator_options) -> Path:
     store = Path(store)
     opts = procedural_video.options(**generator_options)
     stamp = store.with_name(store.name + ".identity")
-    wanted = json.dumps({"videos": procedural_video.identity(opts), "short_side": SHORT_SIDE,
+    short_side = SIZE * opts["upscale"]  # the videos' own size: stored as written, not resized
+    wanted = json.dumps({"videos": procedural_video.identity(opts), "short_side": short_side,
                          "clip_length": CLIP_LENGTH}, sort_keys=True)
     current = stamp.read_text() if stamp.exists() else None
     if current == wanted and store.exists():  # the store gets its name only when complete
@@ -50,7 +51,7 @@ def prepare_store(store: Path, workers: int = 2, **generator_options) -> Path:
           f"({len(procedural_video.CLASSES)} motion classes), data seed {opts['seed']}", flush=True)
     root = procedural_video.ensure_videos(store.parent / "videos", **opts)
     status = preprocess_video.main(["--dataset", "ucf101", "--root", str(root), "--out", str(store),
-                                    "--short-side", str(SHORT_SIDE), "--clip-length", str(CLIP_LENGTH),
+                                    "--short-side", str(short_side), "--clip-length", str(CLIP_LENGTH),
                                     "--workers", str(workers)])
     if status != preprocess_video.EXIT_OK:
         raise RuntimeError(f"preprocessing {root} into {store} failed (exit status {status})")

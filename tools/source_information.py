@@ -13,7 +13,8 @@ labels already say.
 
 On the procedural video demo (a config with `data.procedural`) two more predictors use the generator's
 factors: the video's true shape kind (`shape`), and its shape with the size third at the source's frame
-(`shape x size`, what the object-like source was trained to name).
+(`shape x size`, what the object-like source was trained to name); for a source in that label space it also
+says how often its top-1 names the true shape and the true shape x size (percent of draws).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from engine.source_outputs import live_source_outputs
 from foundation.files import write_atomic
 from pipelines.datasets import is_video
 from pipelines.datasets import procedural_video
-from pipelines.datasets.procedural import SIZES
+from pipelines.datasets.procedural import SHAPES, SIZES
 
 
 def draw_outputs(experiment: Experiment, epochs: int) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
@@ -90,6 +91,10 @@ def information(experiment: Experiment, epochs: int) -> dict[str, dict[str, floa
         entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum(1).mean())
         report[name] = {"draws": len(probs), "temperature": temperature, "entropy": entropy,
                         **{by: cross_entropy_to_group_means(probs, g) for by, g in groups.items()}}
+        if "shape x size" in groups and logits.shape[1] == len(SHAPES) * len(SIZES):  # the object-like labels
+            named = logits.argmax(1).numpy()
+            report[name]["top1"] = {"shape": 100 * float(np.mean(named // len(SIZES) == groups["shape"])),
+                                    "shape x size": 100 * float(np.mean(named == groups["shape x size"]))}
     return report
 
 
@@ -111,8 +116,11 @@ def report_information(config: str, overrides: list[str], epochs: int, out: str 
     for name, row in report.items():
         print(f"source {name}: {row['draws']} draws, T={row['temperature']:g}; soft CE (nats) of a head that knows")
         for key, value in row.items():
-            if key not in ("draws", "temperature"):
+            if key not in ("draws", "temperature", "top1"):
                 print(f"  {'the source itself' if key == 'entropy' else key:20s} {value:.3f}")
+        if "top1" in row:
+            print(f"  its top-1 names the true shape in {row['top1']['shape']:.1f}% of the draws, the true "
+                  f"shape x size in {row['top1']['shape x size']:.1f}%")
     if out:
         write_atomic(out, json.dumps(report, indent=1) + "\n")
 
