@@ -55,8 +55,8 @@ OWN_SHAPE = {"Rise": "triangle", "Fall": "circle", "Slide": "square", "Shake": "
              "Approach": "star"}
 OWN_BACKGROUND = {"Rise": "clouds", "Fall": "vstripes", "Slide": "hstripes", "Shake": "checker", "Orbit": "dots",
                   "Approach": "waves"}
-# The video demo's design (configs/demo/video_*.yaml give every option but subtle_motion explicitly: a
-# measured variant, docs/demo.md#video-demo).
+# The video demo's design (configs/demo/video_*.yaml give the design's options explicitly; subtle_motion and
+# upscale are measured variants, docs/demo.md#video-demo).
 DEFAULTS = {"seed": 0, "groups": 25, "clips": 8, "frames": 16, "qscale": 4, "upscale": 1, "own_shape": 0.75,
             "own_background": 0.5, "subtle_motion": 0.0}
 SHARES = ("own_shape", "own_background", "subtle_motion")  # the design's shares, each in [0, 1]
