@@ -73,6 +73,9 @@ def test_seeds_are_a_count_a_list_or_ranges(capsys):
     assert reproduce.seed_list(["3", "7"]) == [3, 7]
     assert reproduce.seed_list(["4-4"]) == [4]  # one seed other than 0
     assert reproduce.seed_list(["0-2", "5", "1"]) == [0, 1, 2, 5]
+    assert reproduce.seed_list(["0-0"]) == [0] and reproduce.seed_list(["0", "4"]) == [0, 4]
+    with pytest.raises(ValueError, match=r"0 seeds selected \(N means seeds 0..N-1; seed 0 alone is 0-0\)"):
+        reproduce.seed_list(["0"])  # a count of none would run nothing
     for bad in (["2-1"], ["x"], ["1-"], ["-1"]):
         with pytest.raises(ValueError, match="--seeds"):
             reproduce.seed_list(bad)

@@ -78,6 +78,8 @@ def seed_list(values: list[str]) -> list[int]:
     """--seeds, for every tool that runs or reads seeds: one number N means seeds 0..N-1; otherwise (or
     whenever a value is a range a-b, inclusive: `3-4`; a single seed k is `k-k`) the seeds themselves."""
     if len(values) == 1 and values[0].isdigit():
+        if int(values[0]) == 0:  # a count of none: seed 0 alone is a range
+            raise ValueError("--seeds: 0 seeds selected (N means seeds 0..N-1; seed 0 alone is 0-0)")
         return list(range(int(values[0])))
     seeds = []
     for value in values:
