@@ -35,17 +35,7 @@ def test_the_video_demo_floors_are_ordered_as_what_the_head_knows(tmp_path, sour
     """On a tiny prepared demo set where every action shows its own shape: every floor lies between the
     source's entropy and `nothing`, a finer grouping never scores worse (the group mean minimises its members'
     mean cross-entropy), and the generator's shape groups the draws exactly as the class does."""
-    shipped = load_config(ROOT / "configs/demo/video_sskt.yaml").data.procedural
-    options = {**shipped, "groups": 4, "clips": 2, "frames": 16, "own_shape": 1.0}
-    store = demo_video.prepare_store(tmp_path / "procedural_video.h5", workers=1, **options)
-    cfg = load_config(ROOT / "configs/demo/video_sskt.yaml", [
-        f"data.root={store}", "data.workers=0", f"sources.0.weights={source_checkpoint}",
-        *(f"data.procedural.{key}={value}" for key, value in options.items()),
-        f"source_cache.root={tmp_path / 'cache'}", f"run.root={tmp_path / 'runs'}"])
-    try:
-        report = source_information.information(Experiment(cfg, splits=("train",)), epochs=2)
-    finally:
-        reset()
+    report = demo_report(tmp_path, {"own_shape": 1.0}, [f"sources.0.weights={source_checkpoint}"])
     row = report["object"]
     train_videos = 6 * 3 * 2  # groups 2-4 train on split 1
     assert row["draws"] == 2 * train_videos and row["temperature"] == 1.0
@@ -60,15 +50,7 @@ def test_the_committed_object_source_names_the_true_shape(tmp_path):
     """With the object-like source's 18 labels (shape x size), the report says how often its top-1 names the
     video's true shape and shape x size: far above chance (1 in 6, 1 in 18) for the committed source, and a
     right shape x size is a right shape."""
-    options = {**load_config(ROOT / "configs/demo/video_sskt.yaml").data.procedural, "groups": 4, "clips": 2}
-    store = demo_video.prepare_store(tmp_path / "procedural_video.h5", workers=1, **options)
-    cfg = load_config(ROOT / "configs/demo/video_sskt.yaml", [
-        f"data.root={store}", "data.workers=0", *(f"data.procedural.{key}={value}" for key, value in options.items()),
-        f"source_cache.root={tmp_path / 'cache'}", f"run.root={tmp_path / 'runs'}"])
-    try:
-        top1 = source_information.information(Experiment(cfg, splits=("train",)), epochs=2)["object"]["top1"]
-    finally:
-        reset()
+    top1 = demo_report(tmp_path, {}, [])["object"]["top1"]
     assert 60 < top1["shape"] <= 100 and 100 / 18 < top1["shape x size"] <= top1["shape"], top1
 
 
@@ -90,3 +72,18 @@ def test_a_config_without_sources_is_one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {ROOT / 'configs/demo/video_scratch.yaml'}: no sources to score (the config's `sources` "
                    "is empty)"]
+
+
+def demo_report(tmp_path, design: dict, overrides: list[str]) -> dict:
+    """The report on 2 epochs of a tiny prepared video demo set (4 groups x 2 clips, the shipped design updated
+    by `design`), from configs/demo/video_sskt.yaml with `overrides`."""
+    options = {**load_config(ROOT / "configs/demo/video_sskt.yaml").data.procedural, "groups": 4, "clips": 2,
+               "frames": 16, **design}
+    store = demo_video.prepare_store(tmp_path / "procedural_video.h5", workers=1, **options)
+    cfg = load_config(ROOT / "configs/demo/video_sskt.yaml", [
+        f"data.root={store}", "data.workers=0", *(f"data.procedural.{key}={value}" for key, value in options.items()),
+        f"source_cache.root={tmp_path / 'cache'}", f"run.root={tmp_path / 'runs'}", *overrides])
+    try:
+        return source_information.information(Experiment(cfg, splits=("train",)), epochs=2)
+    finally:
+        reset()
