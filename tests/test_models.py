@@ -15,7 +15,7 @@ CIFAR_DEPTHS = {"resnet8": 1, "resnet20": 3, "resnet32": 5, "resnet44": 7, "resn
 IMAGENET = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 4, 6, 3]), "resnet50": ("bottleneck", [3, 4, 6, 3])}
 VGG16_BLOCKS = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
 RESNET3D = ["resnet3d_10", "resnet3d_18", "resnet3d_34", "resnet3d_50", "resnet3d_10_w16",
-            "resnet3d_10_w16_small_clips"]  # shapes and counts: test_models3d.py
+            "resnet3d_10_w16_small_clips", "resnet3d_10_w16_full_res"]  # shapes and counts: test_models3d.py
 ALL_TARGETS = [*CIFAR_DEPTHS, *IMAGENET, "vgg16_bn"]
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

@@ -149,6 +149,21 @@ def test_the_small_clips_variant_keeps_each_frame_at_half_resolution_in_stage_1(
         assert build_head("linear", target, 11)(stages, target.pool(stages[-1])).shape == (2, 11)
 
 
+def test_the_full_res_variant_keeps_the_clips_height_and_width_in_stage_1():
+    """resnet3d_10_w16_full_res: resnet3d_10_w16 with a CIFAR stem (conv1 3x3x3, stride 2 in time only) and no
+    max pool."""
+    clip = (2, 3, 8, 32, 32)
+    with torch.device("meta"):
+        target, default = build_target("resnet3d_10_w16_full_res", 7), build_target("resnet3d_10_w16", 7)
+        stages = target.forward_stages(torch.empty(*clip))
+        assert [tuple(s.shape) for s in stages] == [(2, 16, 4, 32, 32), (2, 32, 2, 16, 16), (2, 64, 1, 8, 8),
+                                                     (2, 128, 1, 4, 4)]
+        assert target.conv1.kernel_size == (3, 3, 3) and target.conv1.stride == (2, 1, 1)
+        assert target.conv1.padding == (1, 1, 1) and isinstance(target.maxpool, nn.Identity)
+        assert count_parameters(target) == count_parameters(default) - conv3d(7, 3, 16) + conv3d(3, 3, 16)
+        assert build_head("linear", target, 11)(stages, target.pool(stages[-1])).shape == (2, 11)
+
+
 @pytest.mark.parametrize("depth", list(RESNET3D))
 def test_resnet3d_shapes_and_heads(depth: int):
     block, _ = RESNET3D[depth]
