@@ -5,6 +5,8 @@ literal counts were measured by running 3D-ResNets-PyTorch's models/resnet.py (2
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -136,31 +138,27 @@ def test_resnet3d_stem_options_for_small_inputs(stem: dict):
             expected_stage_shapes("basic", 2, 8, 32, width=16)
 
 
-def test_the_small_clips_variant_keeps_each_frame_at_half_resolution_in_stage_1():
-    """resnet3d_10_w16_small_clips (the video demo's target): resnet3d_10_w16 with conv1 1x7x7 and no max pool."""
-    clip = (2, 3, 8, 32, 32)
-    with torch.device("meta"):
-        target, default = build_target("resnet3d_10_w16_small_clips", 7), build_target("resnet3d_10_w16", 7)
-        stages = target.forward_stages(torch.empty(*clip))
-        assert [tuple(s.shape) for s in stages] == [(2, 16, 8, 16, 16), (2, 32, 4, 8, 8), (2, 64, 2, 4, 4),
-                                                     (2, 128, 1, 2, 2)]
-        assert target.stage_channels == default.stage_channels and target.conv1.kernel_size == (1, 7, 7)
-        assert count_parameters(target) == count_parameters(default) - conv3d(7, 3, 16) + 7 * 7 * 3 * 16
-        assert build_head("linear", target, 11)(stages, target.pool(stages[-1])).shape == (2, 11)
+# The video demo's small-clip stems on resnet3d_10_w16: conv1 (kernel, stride, padding) and stage shapes on 8x32x32.
+DEMO_STEMS = {
+    # conv1 1x7x7, no max pool: each frame at half resolution in stage 1
+    "resnet3d_10_w16_small_clips": (((1, 7, 7), (1, 2, 2), (0, 3, 3)),
+                                    [(16, 8, 16, 16), (32, 4, 8, 8), (64, 2, 4, 4), (128, 1, 2, 2)]),
+    # a CIFAR stem, conv1 3x3x3 stride 2 in time only, no max pool: stage 1 at the clip's full height and width
+    "resnet3d_10_w16_full_res": (((3, 3, 3), (2, 1, 1), (1, 1, 1)),
+                                 [(16, 4, 32, 32), (32, 2, 16, 16), (64, 1, 8, 8), (128, 1, 4, 4)]),
+}
 
 
-def test_the_full_res_variant_keeps_the_clips_height_and_width_in_stage_1():
-    """resnet3d_10_w16_full_res: resnet3d_10_w16 with a CIFAR stem (conv1 3x3x3, stride 2 in time only) and no
-    max pool."""
-    clip = (2, 3, 8, 32, 32)
+@pytest.mark.parametrize("name", list(DEMO_STEMS))
+def test_the_demo_stems_change_conv1_and_the_max_pool_alone(name: str):
+    (kernel, stride, padding), stage_shapes = DEMO_STEMS[name]
     with torch.device("meta"):
-        target, default = build_target("resnet3d_10_w16_full_res", 7), build_target("resnet3d_10_w16", 7)
-        stages = target.forward_stages(torch.empty(*clip))
-        assert [tuple(s.shape) for s in stages] == [(2, 16, 4, 32, 32), (2, 32, 2, 16, 16), (2, 64, 1, 8, 8),
-                                                     (2, 128, 1, 4, 4)]
-        assert target.conv1.kernel_size == (3, 3, 3) and target.conv1.stride == (2, 1, 1)
-        assert target.conv1.padding == (1, 1, 1) and isinstance(target.maxpool, nn.Identity)
-        assert count_parameters(target) == count_parameters(default) - conv3d(7, 3, 16) + conv3d(3, 3, 16)
+        target, default = build_target(name, 7), build_target("resnet3d_10_w16", 7)
+        stages = target.forward_stages(torch.empty(2, 3, 8, 32, 32))
+        assert [tuple(s.shape) for s in stages] == [(2, *shape) for shape in stage_shapes]
+        assert (target.conv1.kernel_size, target.conv1.stride, target.conv1.padding) == (kernel, stride, padding)
+        assert isinstance(target.maxpool, nn.Identity) and target.stage_channels == default.stage_channels
+        assert count_parameters(target) == count_parameters(default) - conv3d(7, 3, 16) + 3 * 16 * math.prod(kernel)
         assert build_head("linear", target, 11)(stages, target.pool(stages[-1])).shape == (2, 11)
 
 
