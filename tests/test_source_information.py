@@ -77,8 +77,7 @@ def test_a_config_without_sources_is_one_line(capsys):
 def demo_report(tmp_path, design: dict, overrides: list[str]) -> dict:
     """The report on 2 epochs of a tiny prepared video demo set (4 groups x 2 clips, the shipped design updated
     by `design`), from configs/demo/video_sskt.yaml with `overrides`."""
-    options = {**load_config(ROOT / "configs/demo/video_sskt.yaml").data.procedural, "groups": 4, "clips": 2,
-               "frames": 16, **design}
+    options = {**load_config(ROOT / "configs/demo/video_sskt.yaml").data.procedural, "groups": 4, "clips": 2, **design}
     store = demo_video.prepare_store(tmp_path / "procedural_video.h5", workers=1, **options)
     cfg = load_config(ROOT / "configs/demo/video_sskt.yaml", [
         f"data.root={store}", "data.workers=0", *(f"data.procedural.{key}={value}" for key, value in options.items()),
