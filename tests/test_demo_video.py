@@ -84,6 +84,28 @@ def test_each_action_has_its_own_actor_and_scene_mostly_not_always():
     assert independent < 0.25, independent  # shares of 1/6: the kinds say nothing about the class
 
 
+def test_a_fine_grained_actor_names_the_class_only_as_a_pair():
+    """actor=shape_colour: a video shows one of its class's six (shape, colour) pairs ((shape + colour) % 6 ==
+    the class) with probability own_shape, else one of the other thirty uniformly; the shape alone and the
+    colour alone say nothing of the class, and the renderer draws the pair's colour."""
+    n = 600
+    for share in (0.9, 0.0):
+        for label in range(len(CLASSES)):
+            drawn = [pv.video_factors(0, label, group, 1, 2, actor="shape_colour", own_shape=share)
+                     for group in range(n)]
+            pairs = np.array([(f["shape"], f["colour"]) for f, _, _ in drawn])
+            assert all(int(u[0, pv.U_COLOUR] * len(pv.COLOURS)) == f["colour"] for f, u, _ in drawn)
+            owned = (pairs.sum(1) % len(CLASSES)) == label
+            assert abs(owned.mean() - share) < 0.04, (label, share, owned.mean())
+            for column in (0, 1):  # the shape, the colour: each uniform over its six kinds
+                assert np.abs(np.bincount(pairs[:, column], minlength=6) / n - 1 / 6).max() < 0.06
+            if share == 0:  # every other pair, about equally often
+                counts = np.bincount(pairs[:, 0] * 6 + pairs[:, 1], minlength=36)
+                assert (counts > 0).sum() == 30 and counts.max() < 2.5 * n / 30, counts
+    with pytest.raises(ValueError, match="actor: expected one of shape, shape_colour, got 'colour'"):
+        pv.options(actor="colour")
+
+
 # sha256 of render_video(0, label, 1, 1, 16)'s pixels for every label, with the default options.
 PINNED_PIXELS = {2: "0fbd88a3c98cf6b71d4b81813544fd9a4b033c4359274491db3dcf830836c3eb"}
 
@@ -252,7 +274,7 @@ def test_the_config_names_the_data_seed_and_a_bad_option_is_one_line(tmp_path, c
              "data.procedural.clips=1", "data.procedural.frames=9"]
     assert demo_video.main(["--prepare", str(config), *small]) == 0
     opts = pv.options(**load_config(config, small).data.procedural)
-    shares = {key: opts[key] for key in pv.SHARES}
+    shares = {key: opts[key] for key in pv.DESIGN}
     assert opts["seed"] == 3 and opts["own_shape"] == load_config(config).data.procedural["own_shape"]
     stamp = json.loads((tmp_path / "seed3.h5.identity").read_text())
     assert stamp["videos"] == pv.identity(opts) != pv.identity({**opts, "seed": 0})

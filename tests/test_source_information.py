@@ -40,9 +40,11 @@ def test_the_video_demo_floors_are_ordered_as_what_the_head_knows(tmp_path, sour
     train_videos = 6 * 3 * 2  # groups 2-4 train on split 1
     assert row["draws"] == 2 * train_videos and row["temperature"] == 1.0
     assert row["entropy"] <= row["sample"] <= row["class"] <= row["nothing"] <= math.log(36) + 1e-6
-    assert row["entropy"] <= row["shape x size"] <= row["shape"] <= row["nothing"]
+    for kind in ("shape x size", "shape x colour"):
+        assert row["entropy"] <= row[kind] <= row["shape"] <= row["nothing"]
     assert row["shape"] == pytest.approx(row["class"])  # names parsed to the right videos' factors
-    assert "top1" not in row  # a 36-class source is not in the object-like label space
+    assert set(row["top1"]) == {"shape", "shape x colour"}  # 36 classes: the fine-grained source's label space
+    assert 0 <= row["top1"]["shape x colour"] <= row["top1"]["shape"] <= 100
     json.dumps(report)  # what --out writes
 
 

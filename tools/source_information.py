@@ -11,10 +11,11 @@ epochs it flatters, as each mean is taken over few draws). The source's own entr
 SSKT head's `train/aux/<source>` near `class` means the target learned little of the source beyond what its
 labels already say.
 
-On the procedural video demo (a config with `data.procedural`) two more predictors use the generator's
-factors: the video's true shape kind (`shape`), and its shape with the size third at the source's frame
-(`shape x size`, what the object-like source was trained to name); for a source in that label space it also
-says how often its top-1 names the true shape and the true shape x size (percent of draws).
+On the procedural video demo (a config with `data.procedural`) three more predictors use the generator's
+factors: the video's true shape kind (`shape`), its shape with the size third at the source's frame
+(`shape x size`, what the object-like source was trained to name) and its shape with its colour
+(`shape x colour`, the fine-grained source's classes); for a source in one of those label spaces it also
+says how often its top-1 names the true shape and the true kind (percent of draws).
 """
 from __future__ import annotations
 
@@ -34,7 +35,10 @@ from engine.source_outputs import live_source_outputs
 from foundation.files import write_atomic
 from pipelines.datasets import is_video
 from pipelines.datasets import procedural_video
-from pipelines.datasets.procedural import SHAPES, SIZES
+from pipelines.datasets.procedural import COLOURS, SHAPES, SIZES
+
+# The demo sources' label spaces that name the shape, by their class count: the kind each names.
+KINDS = {len(SHAPES) * len(SIZES): "shape x size", len(SHAPES) * len(COLOURS): "shape x colour"}
 
 
 def draw_outputs(experiment: Experiment, epochs: int) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
@@ -61,20 +65,23 @@ def cross_entropy_to_group_means(probs: torch.Tensor, groups: np.ndarray) -> flo
 
 
 def procedural_factors(experiment: Experiment, keys: dict) -> dict[str, np.ndarray]:
-    """The video demo generator's shape kind and (shape, size third at the source's frame) of every draw."""
+    """The video demo generator's shape kind, (shape, size third at the source's frame) and (shape, colour) of
+    every draw."""
     options = procedural_video.options(**experiment.cfg.data.procedural)
     videos = experiment.train_set
     names = [videos.store.table.names[videos.rows[i]] for i in keys["index"]]
     middle = keys["start"] + experiment.cfg.data.clip_length // 2
-    shape, size = [], []
+    shape, size, colour = [], [], []
     for name, frame in zip(names, middle):
         label, group, clip = procedural_video.parse_name(name)
         factors = procedural_video.video_factors(options["seed"], label, group, clip, options["frames"],
-                                                 **{key: options[key] for key in procedural_video.SHARES})[0]
+                                                 **{key: options[key] for key in procedural_video.DESIGN})[0]
         shape.append(factors["shape"])
+        colour.append(factors["colour"])
         size.append(min(int(factors["radius"][frame] * len(SIZES)), len(SIZES) - 1))  # as the 2D set's labels
     shape = np.array(shape)
-    return {"shape": shape, "shape x size": shape * len(SIZES) + np.array(size)}
+    return {"shape": shape, "shape x size": shape * len(SIZES) + np.array(size),
+            "shape x colour": shape * len(COLOURS) + np.array(colour)}
 
 
 def information(experiment: Experiment, epochs: int) -> dict[str, dict[str, float]]:
@@ -91,10 +98,12 @@ def information(experiment: Experiment, epochs: int) -> dict[str, dict[str, floa
         entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum(1).mean())
         report[name] = {"draws": len(probs), "temperature": temperature, "entropy": entropy,
                         **{by: cross_entropy_to_group_means(probs, g) for by, g in groups.items()}}
-        if "shape x size" in groups and logits.shape[1] == len(SHAPES) * len(SIZES):  # the object-like labels
+        kind = KINDS.get(logits.shape[1])
+        if kind in groups:
             named = logits.argmax(1).numpy()
-            report[name]["top1"] = {"shape": 100 * float(np.mean(named // len(SIZES) == groups["shape"])),
-                                    "shape x size": 100 * float(np.mean(named == groups["shape x size"]))}
+            per_shape = logits.shape[1] // len(SHAPES)
+            report[name]["top1"] = {"shape": 100 * float(np.mean(named // per_shape == groups["shape"])),
+                                    kind: 100 * float(np.mean(named == groups[kind]))}
     return report
 
 
@@ -119,8 +128,9 @@ def report_information(config: str, overrides: list[str], epochs: int, out: str 
             if key not in ("draws", "temperature", "top1"):
                 print(f"  {'the source itself' if key == 'entropy' else key:20s} {value:.3f}")
         if "top1" in row:
+            (kind, hits), = [(k, v) for k, v in row["top1"].items() if k != "shape"]
             print(f"  its top-1 names the true shape in {row['top1']['shape']:.1f}% of the draws, the true "
-                  f"shape x size in {row['top1']['shape x size']:.1f}%")
+                  f"{kind} in {hits:.1f}%")
     if out:
         write_atomic(out, json.dumps(report, indent=1) + "\n")
 

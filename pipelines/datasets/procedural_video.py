@@ -42,8 +42,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipelines.datasets.procedural import (BACKGROUNDS, N_UNIFORM, SHAPES, SIZE, U_ANGLE, U_BG, U_CX, U_CY, U_RADIUS,
-                                           U_SHAPE, render)
+from pipelines.datasets.procedural import (BACKGROUNDS, COLOURS, N_UNIFORM, SHAPES, SIZE, U_ANGLE, U_BG, U_COLOUR, U_CX,
+                                           U_CY, U_RADIUS, U_SHAPE, render)
 from foundation.files import atomic_path, write_atomic
 
 VERSION = 2  # bump whenever the bytes a (seed, class, group, clip) produces change: it names the cache
@@ -57,9 +57,14 @@ OWN_BACKGROUND = {"Rise": "clouds", "Fall": "vstripes", "Slide": "hstripes", "Sh
                   "Approach": "waves"}
 # The video demo's design (configs/demo/video_*.yaml give the design's options explicitly; subtle_motion and
 # upscale are measured variants, docs/demo.md#video-demo).
-DEFAULTS = {"seed": 0, "groups": 25, "clips": 8, "frames": 16, "qscale": 4, "upscale": 1, "own_shape": 0.75,
-            "own_background": 0.5, "subtle_motion": 0.0}
+DEFAULTS = {"seed": 0, "groups": 25, "clips": 8, "frames": 16, "qscale": 4, "upscale": 1, "actor": "shape",
+            "own_shape": 0.75, "own_background": 0.5, "subtle_motion": 0.0}
+# What makes an action's own actor: "shape", its own shape kind (OWN_SHAPE); "shape_colour", a fine-grained
+# kind: the six (shape, colour) pairs with (shape + colour) % 6 == the class, one of each shape and each colour,
+# so that neither the shape nor the colour alone says anything of the class, only the pair does.
+ACTORS = ("shape", "shape_colour")
 SHARES = ("own_shape", "own_background", "subtle_motion")  # the design's shares, each in [0, 1]
+DESIGN = ("actor", *SHARES)  # the options that decide what a video shows (the rest: how many, how stored)
 SUBTLE_EXTENT = 0.1  # a subtle motion's extent, as a share of its path's usual extent
 FPS = 25
 OFFICIAL_GROUPS, OFFICIAL_TEST_BLOCK = 25, 7  # UCF-101: split k tests groups 7(k-1)+1 .. 7k
@@ -123,7 +128,15 @@ def nuisance_kind(own: int, share: float, count: int, rng: np.random.Generator) 
     return int((own + 1 + rng.integers(count - 1)) % count)
 
 
-def video_factors(seed: int, label: int, group: int, clip: int, frames: int,
+def fine_grained_kind(label: int, share: float, rng: np.random.Generator) -> tuple[int, int]:
+    """(shape, colour): with probability `share` one of the class's own six pairs ((shape + colour) % 6 ==
+    label), else one of the other thirty, uniformly."""
+    shape = int(rng.integers(len(SHAPES)))
+    owner = label if rng.random() < share else (label + 1 + rng.integers(len(CLASSES) - 1)) % len(CLASSES)
+    return shape, int(owner - shape) % len(COLOURS)
+
+
+def video_factors(seed: int, label: int, group: int, clip: int, frames: int, actor: str = DEFAULTS["actor"],
                   own_shape: float = DEFAULTS["own_shape"], own_background: float = DEFAULTS["own_background"],
                   subtle_motion: float = DEFAULTS["subtle_motion"]) -> tuple[dict, np.ndarray, np.random.Generator]:
     """The video's factors (shape and background kind, whether its motion is subtle, path), the 2D
@@ -132,7 +145,11 @@ def video_factors(seed: int, label: int, group: int, clip: int, frames: int,
     rng = np.random.default_rng([seed, label, group, clip])
     u = np.tile(rng.random(N_UNIFORM, dtype=np.float32), (frames, 1))  # the 2D set's draws: shape, colours, texture
     name = CLASSES[label]
-    shape = nuisance_kind(SHAPES.index(OWN_SHAPE[name]), own_shape, len(SHAPES), rng)
+    if actor == "shape":
+        shape = nuisance_kind(SHAPES.index(OWN_SHAPE[name]), own_shape, len(SHAPES), rng)
+    else:
+        shape, colour = fine_grained_kind(label, own_shape, rng)
+        u[:, U_COLOUR] = (colour + 0.5) / len(COLOURS)
     background = nuisance_kind(BACKGROUNDS.index(OWN_BACKGROUND[name]), own_background, len(BACKGROUNDS), rng)
     u[:, U_SHAPE], u[:, U_BG] = (shape + 0.5) / len(SHAPES), (background + 0.5) / len(BACKGROUNDS)
     path = motion_path(label, frames, rng)
@@ -140,14 +157,15 @@ def video_factors(seed: int, label: int, group: int, clip: int, frames: int,
     path = subtle(path) if is_subtle else path
     u[:, U_CX], u[:, U_CY], u[:, U_RADIUS] = path["cx"], path["cy"], path["radius"]
     u[:, U_ANGLE] = u[0, U_ANGLE] + np.linspace(0, rng.uniform(-0.2, 0.2), frames)  # a slight turn: nuisance
-    return {"shape": shape, "background": background, "subtle": is_subtle, **path}, u, rng
+    colour = int(min(u[0, U_COLOUR] * len(COLOURS), len(COLOURS) - 1))
+    return {"shape": shape, "colour": colour, "background": background, "subtle": is_subtle, **path}, u, rng
 
 
-def render_video(seed: int, label: int, group: int, clip: int, frames: int, **shares: float
+def render_video(seed: int, label: int, group: int, clip: int, frames: int, **design
                  ) -> tuple[np.ndarray, dict]:
-    """uint8 [frames, 32, 32, 3] and the video's factors (video_factors, with the SHARES given or their
-    defaults); a pure function of its arguments."""
-    factors, u, rng = video_factors(seed, label, group, clip, frames, **shares)
+    """uint8 [frames, 32, 32, 3] and the video's factors (video_factors, with the actor and SHARES given or
+    their defaults); a pure function of its arguments."""
+    factors, u, rng = video_factors(seed, label, group, clip, frames, **design)
     static = rng.standard_normal((1, SIZE, SIZE, 3), dtype=np.float32)
     fresh = rng.standard_normal((frames, SIZE, SIZE, 3), dtype=np.float32)
     noise = np.sqrt(STATIC_NOISE) * static + np.sqrt(1 - STATIC_NOISE) * fresh
@@ -214,12 +232,12 @@ def split_lists(groups: int, clips: int) -> dict[str, str]:
 
 
 def write_ucf101(root: Path, seed: int = 0, groups: int = 25, clips: int = 8, frames: int = 16,
-                 qscale: int = 4, upscale: int = 1, progress=None, **shares: float) -> list[Path]:
+                 qscale: int = 4, upscale: int = 1, progress=None, **design) -> list[Path]:
     """Every video and the split files under `root`; a video already on disk is kept (resume). Each video
-    is written at `upscale` times its rendered size (enlarge). `shares`: own_shape, own_background,
-    subtle_motion (SHARES), their defaults where not given."""
-    opts = options(seed=seed, groups=groups, clips=clips, frames=frames, qscale=qscale, upscale=upscale, **shares)
-    shares = {key: opts[key] for key in SHARES}
+    is written at `upscale` times its rendered size (enlarge). `design`: actor, own_shape, own_background,
+    subtle_motion, their defaults where not given."""
+    opts = options(seed=seed, groups=groups, clips=clips, frames=frames, qscale=qscale, upscale=upscale, **design)
+    design = {key: opts[key] for key in DESIGN}
     root = Path(root)
     for name, text in split_lists(groups, clips).items():
         write_atomic(root / "ucfTrainTestlist" / name, text)
@@ -229,7 +247,7 @@ def write_ucf101(root: Path, seed: int = 0, groups: int = 25, clips: int = 8, fr
             for clip in range(1, clips + 1):
                 path = root / video_name(label, group, clip)
                 if not path.exists():  # written atomically: present means complete
-                    pixels, _ = render_video(seed, label, group, clip, frames, **shares)
+                    pixels, _ = render_video(seed, label, group, clip, frames, **design)
                     write_avi(path, enlarge(pixels, upscale), qscale)
                 paths.append(path)
                 if progress is not None:
@@ -254,6 +272,8 @@ def options(**given) -> dict:
         if not isinstance(value, int) or isinstance(value, bool) or value < least or (most and value > most):
             span = f"{least}..{most}" if most else f">= {least}"
             raise ValueError(f"{key}: expected an integer {span}, got {value!r}")
+    if opts["actor"] not in ACTORS:
+        raise ValueError(f"actor: expected one of {', '.join(ACTORS)}, got {opts['actor']!r}")
     for key in SHARES:
         value = opts[key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
