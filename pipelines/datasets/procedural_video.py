@@ -17,11 +17,13 @@ data (rowing and water, riding and horses), the actor and the scene go with the 
 deciding it: each action has its own shape kind and its own background kind (OWN_SHAPE,
 OWN_BACKGROUND), shown in a share `own_shape` (`own_background`) of its videos, any other kind
 uniformly in the rest; a shape or background kind alone then points to its action more often than
-not, but only the motion is always right. Colours, tones and textures' details stay independent of
-the class. Pixel noise is partly static, partly fresh each frame, as a camera's.
+not, but only the motion is always right. With `actor="shape_colour"` the own actor is a fine-grained
+kind instead: one of the action's six (shape, colour) pairs (ACTORS), which only a viewer that tells
+both apart can name. Other colours, tones and textures' details stay independent of the class. Pixel
+noise is partly static, partly fresh each frame, as a camera's.
 
-    write_ucf101(root, seed=0, groups=25, clips=8, frames=16, own_shape=0.75, own_background=0.5,
-                 subtle_motion=0.0)
+    write_ucf101(root, seed=0, groups=25, clips=8, frames=16, actor="shape", own_shape=0.75,
+                 own_background=0.5, subtle_motion=0.0)
 
 writes `<root>/<Class>/v_<Class>_gXX_cYY.avi` (MPEG-4 Part 2 in AVI, as UCF-101 ships) and
 `<root>/ucfTrainTestlist/` (classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt) for
@@ -139,7 +141,7 @@ def fine_grained_kind(label: int, share: float, rng: np.random.Generator) -> tup
 def video_factors(seed: int, label: int, group: int, clip: int, frames: int, actor: str = DEFAULTS["actor"],
                   own_shape: float = DEFAULTS["own_shape"], own_background: float = DEFAULTS["own_background"],
                   subtle_motion: float = DEFAULTS["subtle_motion"]) -> tuple[dict, np.ndarray, np.random.Generator]:
-    """The video's factors (shape and background kind, whether its motion is subtle, path), the 2D
+    """The video's factors (shape, colour and background kind, whether its motion is subtle, path), the 2D
     renderer's per-frame draws float32 [frames, N_UNIFORM], and the generator whose next draws are its
     pixel noise."""
     rng = np.random.default_rng([seed, label, group, clip])
@@ -157,7 +159,7 @@ def video_factors(seed: int, label: int, group: int, clip: int, frames: int, act
     path = subtle(path) if is_subtle else path
     u[:, U_CX], u[:, U_CY], u[:, U_RADIUS] = path["cx"], path["cy"], path["radius"]
     u[:, U_ANGLE] = u[0, U_ANGLE] + np.linspace(0, rng.uniform(-0.2, 0.2), frames)  # a slight turn: nuisance
-    colour = int(min(u[0, U_COLOUR] * len(COLOURS), len(COLOURS) - 1))
+    colour = int(min(u[0, U_COLOUR] * len(COLOURS), len(COLOURS) - 1))  # the hue the renderer draws
     return {"shape": shape, "colour": colour, "background": background, "subtle": is_subtle, **path}, u, rng
 
 
