@@ -35,7 +35,7 @@ from engine.source_outputs import live_source_outputs
 from foundation.files import write_atomic
 from pipelines.datasets import is_video
 from pipelines.datasets import procedural_video
-from pipelines.datasets.procedural import COLOURS, SHAPES, SIZES
+from pipelines.datasets.procedural import COLOURS, SHAPES, SIZES, pick
 
 # The demo sources' label spaces that name the shape, by their class count: the kind each names.
 KINDS = {len(SHAPES) * len(SIZES): "shape x size", len(SHAPES) * len(COLOURS): "shape x colour"}
@@ -78,7 +78,7 @@ def procedural_factors(experiment: Experiment, keys: dict) -> dict[str, np.ndarr
                                                  **{key: options[key] for key in procedural_video.DESIGN})[0]
         shape.append(factors["shape"])
         colour.append(factors["colour"])
-        size.append(min(int(factors["radius"][frame] * len(SIZES)), len(SIZES) - 1))  # as the 2D set's labels
+        size.append(int(pick(factors["radius"][frame], len(SIZES))))  # as the 2D set's labels
     shape = np.array(shape)
     return {"shape": shape, "shape x size": shape * len(SIZES) + np.array(size),
             "shape x colour": shape * len(COLOURS) + np.array(colour)}

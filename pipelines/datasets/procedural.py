@@ -187,12 +187,13 @@ def generate(seed: int, split: str, ids: np.ndarray) -> dict[str, np.ndarray]:
             noise[i - lo] = rng.standard_normal((SIZE, SIZE, 3), dtype=np.float32)
         images[lo:hi] = render(u[lo:hi], noise[: hi - lo])
     return {"images": images,
-            "shape": _pick(u[:, U_SHAPE], len(SHAPES)), "colour": _pick(u[:, U_COLOUR], len(COLOURS)),
-            "background": _pick(u[:, U_BG], len(BACKGROUNDS)), "tone": _pick(u[:, U_TONE], len(TONES)),
-            "size": _pick(u[:, U_RADIUS], len(SIZES))}
+            "shape": pick(u[:, U_SHAPE], len(SHAPES)), "colour": pick(u[:, U_COLOUR], len(COLOURS)),
+            "background": pick(u[:, U_BG], len(BACKGROUNDS)), "tone": pick(u[:, U_TONE], len(TONES)),
+            "size": pick(u[:, U_RADIUS], len(SIZES))}
 
 
-def _pick(u: np.ndarray, k: int) -> np.ndarray:
+def pick(u: np.ndarray, k: int) -> np.ndarray:
+    """The kind index (0..k-1) of uniform draws in [0, 1): the one way the set turns a draw into a kind."""
     return np.minimum((u * k).astype(np.int64), k - 1)
 
 
@@ -205,14 +206,14 @@ def render(u: np.ndarray, noise: np.ndarray) -> np.ndarray:
     # Background: pattern t in [0, 1] blends the colour pair.
     t = _background(u)
     # Light pairs have values in 0.5..0.9, dark ones in 0.1..0.5.
-    lo_val = np.where(_pick(u[:, U_TONE], len(TONES)) == 1, np.float32(0.5), np.float32(0.1))
+    lo_val = np.where(pick(u[:, U_TONE], len(TONES)) == 1, np.float32(0.5), np.float32(0.1))
     colour_a = _hsv(u[:, U_A_HUE] * 360, u[:, U_A_SAT] * 0.7, lo_val + 0.4 * u[:, U_A_VAL])
     colour_b = _hsv(u[:, U_B_HUE] * 360, u[:, U_B_SAT] * 0.7, lo_val + 0.4 * u[:, U_B_VAL])
     img = colour_a[:, None, None, :] * (1 - t[..., None]) + colour_b[:, None, None, :] * t[..., None]
 
     # Shape: anti-aliased coverage over the background.
     alpha = _shape_coverage(u)
-    hue = _pick(u[:, U_COLOUR], len(COLOURS)) * 60.0 + (u[:, U_HUE] - 0.5) * 24  # +-12 degrees
+    hue = pick(u[:, U_COLOUR], len(COLOURS)) * 60.0 + (u[:, U_HUE] - 0.5) * 24  # +-12 degrees
     fg = _hsv(hue, 0.5 + 0.5 * u[:, U_SAT], 0.45 + 0.55 * u[:, U_VAL])
     img = img * (1 - alpha[..., None]) + fg[:, None, None, :] * alpha[..., None]
 
@@ -233,7 +234,7 @@ def _background(u: np.ndarray) -> np.ndarray:
         "waves": lambda p, px, py, ang: 0.5 + 0.5 * np.sin(
             2 * np.pi * ((xx * np.cos(ang) + yy * np.sin(ang)) / p + px)),
     }
-    kind = _pick(u[:, U_BG], len(BACKGROUNDS))
+    kind = pick(u[:, U_BG], len(BACKGROUNDS))
     t = np.empty((len(u), SIZE, SIZE), dtype=np.float32)
     for k, name in enumerate(BACKGROUNDS):
         rows = kind == k
@@ -278,7 +279,7 @@ SDF = {
 def _shape_coverage(u: np.ndarray) -> np.ndarray:
     """Fraction of each pixel covered by the sample's shape, [n, SIZE, SIZE]."""
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
-    kind = _pick(u[:, U_SHAPE], len(SHAPES))
+    kind = pick(u[:, U_SHAPE], len(SHAPES))
     alpha = np.empty((len(u), SIZE, SIZE), dtype=np.float32)
     for k, name in enumerate(SHAPES):
         rows = kind == k

@@ -45,7 +45,7 @@ import av
 import numpy as np
 
 from pipelines.datasets.procedural import (BACKGROUNDS, COLOURS, N_UNIFORM, SHAPES, SIZE, U_ANGLE, U_BG, U_COLOUR, U_CX,
-                                           U_CY, U_RADIUS, U_SHAPE, render)
+                                           U_CY, U_RADIUS, U_SHAPE, pick, render)
 from foundation.files import atomic_path, write_atomic
 
 VERSION = 2  # bump whenever the bytes a (seed, class, group, clip) produces change: it names the cache
@@ -159,7 +159,7 @@ def video_factors(seed: int, label: int, group: int, clip: int, frames: int, act
     path = subtle(path) if is_subtle else path
     u[:, U_CX], u[:, U_CY], u[:, U_RADIUS] = path["cx"], path["cy"], path["radius"]
     u[:, U_ANGLE] = u[0, U_ANGLE] + np.linspace(0, rng.uniform(-0.2, 0.2), frames)  # a slight turn: nuisance
-    colour = int(min(u[0, U_COLOUR] * len(COLOURS), len(COLOURS) - 1))  # the hue the renderer draws
+    colour = int(pick(u[0, U_COLOUR], len(COLOURS)))  # the colour kind the renderer draws
     return {"shape": shape, "colour": colour, "background": background, "subtle": is_subtle, **path}, u, rng
 
 
