@@ -106,6 +106,32 @@ def test_a_fine_grained_actor_names_the_class_only_as_a_pair():
         pv.options(actor="colour")
 
 
+def test_a_group_look_is_one_look_per_group_as_a_ucf101_group():
+    """group_look: a group's clips share their actor, colours, texture and background (the 2D draws other than
+    the path), and differ in path and pixels; groups still draw their look with the design's shares; a bad
+    value is one line."""
+    for label in range(len(CLASSES)):
+        a, ua, _ = pv.video_factors(0, label, 5, 1, 16, group_look=True)
+        b, ub, _ = pv.video_factors(0, label, 5, 2, 16, group_look=True)
+        other, uo, _ = pv.video_factors(0, label, 6, 1, 16, group_look=True)
+        assert [a[k] for k in ("shape", "colour", "background")] == [b[k] for k in ("shape", "colour", "background")]
+        path = [pv.U_CX, pv.U_CY, pv.U_RADIUS]
+        fixed = [i for i in range(pv.N_UNIFORM) if i not in path]
+        # frame 0's draws: the angle's turn over the clip is the clip's own
+        assert np.array_equal(ua[0, fixed], ub[0, fixed]) and not np.array_equal(ua[0, fixed], uo[0, fixed])
+        assert not np.allclose(ua[:, path], ub[:, path])  # the clips move differently
+        pixels_a = pv.render_video(0, label, 5, 1, 16, group_look=True)[0]
+        assert not np.array_equal(pixels_a, pv.render_video(0, label, 5, 2, 16, group_look=True)[0])
+    n = 600
+    shapes = [pv.video_factors(0, 0, group, 1, 2, group_look=True)[0]["shape"] for group in range(n)]
+    assert abs(np.mean(np.array(shapes) == pv.SHAPES.index(pv.OWN_SHAPE[CLASSES[0]])) - 0.75) < 0.06
+    per_clip = [pv.video_factors(0, 0, 1, clip, 2)[0]["shape"] for clip in range(1, 60)]
+    assert len(set(per_clip)) > 1  # without it, one group's clips draw their looks apart
+    assert pv.identity(pv.options(group_look=True)) != pv.identity(pv.options())
+    with pytest.raises(ValueError, match="group_look: expected true or false, got 'yes'"):
+        pv.options(group_look="yes")
+
+
 # sha256 of render_video(0, label, 1, 1, 16)'s pixels for every label, with the default options.
 PINNED_PIXELS = {2: "0fbd88a3c98cf6b71d4b81813544fd9a4b033c4359274491db3dcf830836c3eb"}
 

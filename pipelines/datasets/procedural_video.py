@@ -19,11 +19,13 @@ OWN_BACKGROUND), shown in a share `own_shape` (`own_background`) of its videos, 
 uniformly in the rest; a shape or background kind alone then points to its action more often than
 not, but only the motion is always right. With `actor="shape_colour"` the own actor is a fine-grained
 kind instead: one of the action's six (shape, colour) pairs (ACTORS), which only a viewer that tells
-both apart can name. Other colours, tones and textures' details stay independent of the class. Pixel
-noise is partly static, partly fresh each frame, as a camera's.
+both apart can name. Other colours, tones and textures' details stay independent of the class. With
+`group_look` every video of a group shows the same look (actor kind, colours, texture, background), as a
+UCF-101 group's clips show one person in one scene; only the path and the pixel noise change from clip
+to clip. Pixel noise is partly static, partly fresh each frame, as a camera's.
 
     write_ucf101(root, seed=0, groups=25, clips=8, frames=16, actor="shape", own_shape=0.75,
-                 own_background=0.5, subtle_motion=0.0)
+                 own_background=0.5, subtle_motion=0.0, group_look=False)
 
 writes `<root>/<Class>/v_<Class>_gXX_cYY.avi` (MPEG-4 Part 2 in AVI, as UCF-101 ships) and
 `<root>/ucfTrainTestlist/` (classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt) for
@@ -60,13 +62,13 @@ OWN_BACKGROUND = {"Rise": "clouds", "Fall": "vstripes", "Slide": "hstripes", "Sh
 # The video demo's design (configs/demo/video_*.yaml give the design's options explicitly; subtle_motion and
 # upscale are measured variants, docs/demo.md#video-demo).
 DEFAULTS = {"seed": 0, "groups": 25, "clips": 8, "frames": 16, "qscale": 4, "upscale": 1, "actor": "shape",
-            "own_shape": 0.75, "own_background": 0.5, "subtle_motion": 0.0}
+            "own_shape": 0.75, "own_background": 0.5, "subtle_motion": 0.0, "group_look": False}
 # What makes an action's own actor: "shape", its own shape kind (OWN_SHAPE); "shape_colour", a fine-grained
 # kind: the six (shape, colour) pairs with (shape + colour) % 6 == the class, one of each shape and each colour,
 # so that neither the shape nor the colour alone says anything of the class, only the pair does.
 ACTORS = ("shape", "shape_colour")
 SHARES = ("own_shape", "own_background", "subtle_motion")  # the design's shares, each in [0, 1]
-DESIGN = ("actor", *SHARES)  # the options that decide what a video shows (the rest: how many, how stored)
+DESIGN = ("actor", *SHARES, "group_look")  # the options that decide what a video shows (the rest: how many, how stored)
 SUBTLE_EXTENT = 0.1  # a subtle motion's extent, as a share of its path's usual extent
 FPS = 25
 OFFICIAL_GROUPS, OFFICIAL_TEST_BLOCK = 25, 7  # UCF-101: split k tests groups 7(k-1)+1 .. 7k
@@ -140,19 +142,23 @@ def fine_grained_kind(label: int, share: float, rng: np.random.Generator) -> tup
 
 def video_factors(seed: int, label: int, group: int, clip: int, frames: int, actor: str = DEFAULTS["actor"],
                   own_shape: float = DEFAULTS["own_shape"], own_background: float = DEFAULTS["own_background"],
-                  subtle_motion: float = DEFAULTS["subtle_motion"]) -> tuple[dict, np.ndarray, np.random.Generator]:
+                  subtle_motion: float = DEFAULTS["subtle_motion"], group_look: bool = DEFAULTS["group_look"]
+                  ) -> tuple[dict, np.ndarray, np.random.Generator]:
     """The video's factors (shape, colour and background kind, whether its motion is subtle, path), the 2D
     renderer's per-frame draws float32 [frames, N_UNIFORM], and the generator whose next draws are its
     pixel noise."""
     rng = np.random.default_rng([seed, label, group, clip])
-    u = np.tile(rng.random(N_UNIFORM, dtype=np.float32), (frames, 1))  # the 2D set's draws: shape, colours, texture
+    # The look (actor, colours, texture, background) is drawn per video, or per group with group_look: as a
+    # UCF-101 group's clips show one person in one scene.
+    look = np.random.default_rng([seed, label, group]) if group_look else rng
+    u = np.tile(look.random(N_UNIFORM, dtype=np.float32), (frames, 1))  # the 2D set's draws: shape, colours, texture
     name = CLASSES[label]
     if actor == "shape":
-        shape = nuisance_kind(SHAPES.index(OWN_SHAPE[name]), own_shape, len(SHAPES), rng)
+        shape = nuisance_kind(SHAPES.index(OWN_SHAPE[name]), own_shape, len(SHAPES), look)
     else:
-        shape, colour = fine_grained_kind(label, own_shape, rng)
+        shape, colour = fine_grained_kind(label, own_shape, look)
         u[:, U_COLOUR] = (colour + 0.5) / len(COLOURS)
-    background = nuisance_kind(BACKGROUNDS.index(OWN_BACKGROUND[name]), own_background, len(BACKGROUNDS), rng)
+    background = nuisance_kind(BACKGROUNDS.index(OWN_BACKGROUND[name]), own_background, len(BACKGROUNDS), look)
     u[:, U_SHAPE], u[:, U_BG] = (shape + 0.5) / len(SHAPES), (background + 0.5) / len(BACKGROUNDS)
     path = motion_path(label, frames, rng)
     is_subtle = subtle_motion > 0 and bool(rng.random() < subtle_motion)  # no draw at 0: other draws unchanged
@@ -237,7 +243,7 @@ def write_ucf101(root: Path, seed: int = 0, groups: int = 25, clips: int = 8, fr
                  qscale: int = 4, upscale: int = 1, progress=None, **design) -> list[Path]:
     """Every video and the split files under `root`; a video already on disk is kept (resume). Each video
     is written at `upscale` times its rendered size (enlarge). `design`: actor, own_shape, own_background,
-    subtle_motion, their defaults where not given."""
+    subtle_motion, group_look, their defaults where not given."""
     opts = options(seed=seed, groups=groups, clips=clips, frames=frames, qscale=qscale, upscale=upscale, **design)
     design = {key: opts[key] for key in DESIGN}
     root = Path(root)
@@ -280,6 +286,8 @@ def options(**given) -> dict:
         value = opts[key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
             raise ValueError(f"{key}: expected a share between 0 and 1, got {value!r}")
+    if not isinstance(opts["group_look"], bool):
+        raise ValueError(f"group_look: expected true or false, got {opts['group_look']!r}")
     return opts
 
 
