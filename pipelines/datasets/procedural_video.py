@@ -59,8 +59,8 @@ OWN_SHAPE = {"Rise": "triangle", "Fall": "circle", "Slide": "square", "Shake": "
              "Approach": "star"}
 OWN_BACKGROUND = {"Rise": "clouds", "Fall": "vstripes", "Slide": "hstripes", "Shake": "checker", "Orbit": "dots",
                   "Approach": "waves"}
-# The video demo's design (configs/demo/video_*.yaml give the design's options explicitly; subtle_motion and
-# upscale are measured variants, docs/demo.md#video-demo).
+# The video demo's design (configs/demo/video_*.yaml give the design's options explicitly; actor, subtle_motion,
+# upscale and group_look are measured variants, docs/demo.md#video-demo).
 DEFAULTS = {"seed": 0, "groups": 25, "clips": 8, "frames": 16, "qscale": 4, "upscale": 1, "actor": "shape",
             "own_shape": 0.75, "own_background": 0.5, "subtle_motion": 0.0, "group_look": False}
 # What makes an action's own actor: "shape", its own shape kind (OWN_SHAPE); "shape_colour", a fine-grained
@@ -68,7 +68,8 @@ DEFAULTS = {"seed": 0, "groups": 25, "clips": 8, "frames": 16, "qscale": 4, "ups
 # so that neither the shape nor the colour alone says anything of the class, only the pair does.
 ACTORS = ("shape", "shape_colour")
 SHARES = ("own_shape", "own_background", "subtle_motion")  # the design's shares, each in [0, 1]
-DESIGN = ("actor", *SHARES, "group_look")  # the options that decide what a video shows (the rest: how many, how stored)
+# The options that decide what a video shows (the rest: how many, how stored).
+DESIGN = ("actor", *SHARES, "group_look")
 SUBTLE_EXTENT = 0.1  # a subtle motion's extent, as a share of its path's usual extent
 FPS = 25
 OFFICIAL_GROUPS, OFFICIAL_TEST_BLOCK = 25, 7  # UCF-101: split k tests groups 7(k-1)+1 .. 7k
