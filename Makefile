@@ -129,8 +129,8 @@ results: setup ## tables (Markdown, CSV) and plots from every runs/**/summary.js
 gpu-check: setup ## exercise the GPU-only paths (exits 0 without a GPU)
 	$(PY) -m tools.gpu_check
 
-# The GPU speed rows (2D and 3D training eager vs compiled, packed runs, loaders) in one table, < 8 min on one
-# H100: bench/gpu-<name>.json (NAME=h100; ARGS="--only 2d,packed" or "--smoke" for tiny sizes).
+# The GPU speed rows (2D, 3D and video-demo training eager vs compiled, packed runs, loaders) in one table, on one
+# H100: bench/gpu-<name>.json (NAME=h100; ARGS="--only 2d,video_demo" or "--smoke" for tiny sizes).
 gpu-bench: setup ## GPU training, packed-runs and loader rows: bench/gpu-<gpu>.json
 	$(PY) -m tools.gpu_bench $(if $(NAME),--name $(NAME)) $(ARGS)
 

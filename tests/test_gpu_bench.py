@@ -22,18 +22,23 @@ def test_smoke_run_measures_every_row_and_writes_the_json(tmp_path, monkeypatch,
         GradientState._reset_state()
     report = json.loads(out.read_text())
     assert report["name"] == "test" and report["smoke"] and report["provenance"]["git"]["commit"]
-    for part in ("2d", "3d"):
-        runs = [report["2d"]["scratch"], report["2d"]["two_transfer_modules"]] if part == "2d" else [report["3d"]]
-        for r in runs:
-            assert r["per_s"]["eager"] > 0 and r["per_s"]["compiled"] > 0
-            assert r["compiled_over_eager"] == r["per_s"]["compiled"] / r["per_s"]["eager"]
-    assert compiled == [{"mode": "default"}] * 3  # the 2D scratch and SSKT targets, the 3D one; eager elsewhere
+    for r in (report["2d"]["scratch"], report["2d"]["two_transfer_modules"], report["3d"], report["video_demo"]):
+        assert r["per_s"]["eager"] > 0 and r["per_s"]["compiled"] > 0
+        assert r["compiled_over_eager"] == r["per_s"]["compiled"] / r["per_s"]["eager"]
+        assert all(s > 0 for mode in ("eager", "compiled") for s in r["epoch_s"][mode])
+    # the 2D scratch and SSKT targets, the 3D ResNet-18, the video demo's target; eager elsewhere
+    assert compiled == [{"mode": "default"}] * 4
     assert report["3d"]["loader_per_s"] > 0 and report["3d"]["clip"] == "4x32x32"
+    # the video demo's own network and clips (on 54 videos instead of 1,200), the loader auto picks
+    demo = report["video_demo"]
+    assert (demo["target"], demo["clip"], demo["batch"]) == ("resnet3d_10_w16", "8x32x32", 16)
+    assert demo["loader"] in ("TorchClipLoader", "DaliClipLoader")
     assert report["packed"]["jobs"] == 2 and report["packed"]["packed"] > 0 and report["packed"]["one"] > 0
     assert set(report["loaders"]) == {"arrays_32x32", "jpeg_500x375_to_224"}
     printed = capsys.readouterr().out
-    assert report["table"] in printed and len(report["table"].splitlines()) == 2 + 4 + 3 + 2 + 5  # header, rows
+    assert report["table"] in printed and len(report["table"].splitlines()) == 2 + 4 + 3 + 2 + 2 + 5  # header, rows
     assert "| ResNet-20 SSKT, 2 modules, compiled |" in report["table"]
+    assert "| video demo SSKT epoch (resnet3d_10_w16, 8x32x32, batch 16, " in report["table"]
 
 
 def test_device_name_is_the_gpu_model(monkeypatch):

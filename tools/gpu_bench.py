@@ -1,8 +1,9 @@
 """The GPU speed rows in one run: training eager vs compiled, packed runs, loaders; one table.
 
-    python -m tools.gpu_bench [--name h100] [--only 2d,3d,packed,loaders] [--smoke]       (make gpu-bench)
+    python -m tools.gpu_bench [--name h100] [--only 2d,3d,video_demo,packed,loaders] [--smoke]       (make gpu-bench)
 
-Sized for one H100-class GPU in under 8 minutes. Every figure is measured in this run, on random weights (speed
+Sized for one H100-class GPU (2d, 3d, packed and loaders in under 8 minutes; video_demo adds the demo's videos
+when they are missing). Every figure is measured in this run, on random weights where a config ships none (speed
 does not depend on their values), through the experiment builder and engine.loop as `make train` runs them:
   2d       CIFAR ResNet-20 from scratch, and SSKT with two transfer modules whose two ResNet-50 sources' outputs
            come from the cache held on the device; batch 128, bf16 (fp32 where there is no bf16);
@@ -10,6 +11,9 @@ does not depend on their values), through the experiment builder and engine.loop
   3d       3D ResNet-18 SSKT (configs/ucf101/resnet3d_18_scratch_sskt_PI.yaml), 16x112x112 clips from the
            frame store through its loader (DALI on the GPU where installed), sources' outputs from the
            per-frame cache in memory; eager vs compiled; and the clip loader alone (clips/s it can feed).
+  video_demo whole epochs of the video demo's SSKT run (configs/demo/video_sskt.yaml: its procedural videos'
+           frame store, made if missing; the committed object-like source through the per-frame cache), with
+           `data.loader: auto` (DALI clips on the GPU where installed); eager vs compiled, clips/s and s/epoch.
   packed   n ResNet-20 scratch runs at once, one process each as `make reproduce JOBS=n` starts them, against
            one alone: the aggregate images/s (timed together, after every run has warmed up).
   loaders  `make bench`'s loader rows: CIFAR-like arrays (torch, resident, DALI), VOC-like JPEGs (torch, DALI).
@@ -35,8 +39,9 @@ from engine.experiment import Experiment, make_accelerator
 from engine.loop import train_one_epoch
 from engine.provenance import provenance
 
-PARTS = ("2d", "3d", "packed", "loaders")
+PARTS = ("2d", "3d", "video_demo", "packed", "loaders")
 VIDEO_CONFIG = "configs/ucf101/resnet3d_18_scratch_sskt_PI.yaml"
+DEMO_VIDEO_CONFIG = "configs/demo/video_sskt.yaml"
 # (full, smoke): the smoke sizes exercise every path on a CPU; the full ones fit 8 minutes of one H100
 SIZES = {"steps": (40, 2), "batch": (128, 8), "rounds": (3, 1), "warmup": (5, 2), "clip_batch": (32, 2),
          "clip_steps": (8, 2), "jobs": (4, 2), "workers": (8, 1), "array_samples": (50000, 256),
@@ -72,16 +77,19 @@ def warm_up(experiment: Experiment, batches: int) -> None:
                     FirstBatches(experiment.train_loader, batches), 0, 1, False)
 
 
-def timed(experiment: Experiment, epoch: int) -> float:
-    """Images (clips) per second of one whole epoch of the real loop (its record reads the totals back: synced)."""
-    return train_one_epoch(experiment.accelerator, experiment.method, experiment.source_outputs,
-                           experiment.train_loader, epoch, epoch + 1, False)["train/images_per_s"]
+def timed(experiment: Experiment, epoch: int) -> tuple[float, float]:
+    """Images (clips) per second of one whole epoch of the real loop (its record reads the totals back: synced),
+    and the epoch's wall seconds."""
+    started = time.perf_counter()
+    record = train_one_epoch(experiment.accelerator, experiment.method, experiment.source_outputs,
+                             experiment.train_loader, epoch, epoch + 1, False)
+    return record["train/images_per_s"], time.perf_counter() - started
 
 
 def eager_vs_compiled(build, args) -> dict:
     """`build(compile)` -> Experiment; both warmed up, then alternated epochs; medians and the ratio."""
     modes = ("eager", "compiled")
-    rates, setup, experiments = {mode: [] for mode in modes}, {}, {}
+    rates, seconds, setup, experiments = {mode: [] for mode in modes}, {mode: [] for mode in modes}, {}, {}
     for mode in modes:
         started = time.perf_counter()
         experiments[mode] = build(mode == "compiled")
@@ -90,9 +98,11 @@ def eager_vs_compiled(build, args) -> dict:
         setup[mode] = time.perf_counter() - started
     for r in range(args.rounds):  # alternated: a load change hits both
         for mode in modes:
-            rates[mode].append(timed(experiments[mode], 1 + r))
+            rate, wall = timed(experiments[mode], 1 + r)
+            rates[mode].append(rate)
+            seconds[mode].append(wall)
     medians = {mode: float(np.median(rates[mode])) for mode in modes}
-    return {"per_s": medians, "rounds": rates, "setup_s": setup,
+    return {"per_s": medians, "rounds": rates, "setup_s": setup, "epoch_s": seconds,
             "compiled_over_eager": medians["compiled"] / medians["eager"]}
 
 
@@ -147,6 +157,33 @@ def bench_3d(args, workdir: Path) -> dict:
     return result
 
 
+# ---------------------------------------------------------------- the video demo
+
+def bench_video_demo(args, workdir: Path) -> dict:
+    """Whole training epochs of `make train CONFIG=configs/demo/video_sskt.yaml`, in bf16 with the clip loader
+    `auto` picks; its frame store is the config's own (made here if missing, as `make train` makes it), or at
+    --smoke a 54-video one in the work dir."""
+    from engine.config import load_config
+    from tools.demo_video import prepare_config
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    small = [f"data.root={workdir / 'videos.h5'}", "data.procedural.groups=9", "data.procedural.clips=1"]
+    overrides = [*(small if args.smoke else []), "data.loader=auto", f"data.workers={args.workers}",
+                 f"source_cache.root={workdir / 'cache'}", "train.progress=false"]
+    prepare_config(DEMO_VIDEO_CONFIG, overrides)
+
+    def experiment(compiled: bool) -> Experiment:
+        cfg = with_train(load_config(DEMO_VIDEO_CONFIG, overrides), precision=precision(), compile=compiled)
+        return Experiment(cfg, fresh_accelerator(cfg), splits=("train",))
+
+    result = eager_vs_compiled(experiment, args)
+    cfg = load_config(DEMO_VIDEO_CONFIG, overrides)
+    loader = Experiment(cfg, fresh_accelerator(cfg), splits=("train",), sources=False).train_loader
+    result.update(target=cfg.model.target, batch=cfg.data.batch_size, loader=type(loader).__name__,
+                  clip=f"{cfg.data.clip_length}x{cfg.data.sample_size}x{cfg.data.sample_size}")
+    return result
+
+
 # ---------------------------------------------------------------- packed runs
 
 def bench_packed(args, workdir: Path) -> dict:
@@ -182,7 +219,7 @@ def packed_worker(args) -> int:
         if time.monotonic() > deadline:
             raise RuntimeError("packed runs: the other runs never got ready")
         time.sleep(0.05)
-    (folder / f"rate{args.worker_index}.json").write_text(json.dumps({"images_per_s": timed(experiment, 1)}))
+    (folder / f"rate{args.worker_index}.json").write_text(json.dumps({"images_per_s": timed(experiment, 1)[0]}))
     return 0
 
 
@@ -215,6 +252,14 @@ def rows(report: dict) -> list[tuple[str, str, str]]:
                  f"{r['compiled_over_eager']:.2f}x eager (compile + warm-up {r['setup_s']['compiled']:.0f} s)"),
                 (f"clip loader alone ({r['loader']})", f"{r['loader_per_s']:,.1f} clips/s",
                  f"{r['loader_over_step']:.2f}x the faster step")]
+    if "video_demo" in report:
+        r = report["video_demo"]
+        label = f"video demo SSKT epoch ({r['target']}, {r['clip']}, batch {r['batch']}, {r['loader']})"
+        for mode in ("eager", "compiled"):
+            epoch_s = float(np.median(r["epoch_s"][mode]))
+            against = (f"{epoch_s:.1f} s an epoch" if mode == "eager" else
+                       f"{r['compiled_over_eager']:.2f}x eager, {epoch_s:.1f} s an epoch")
+            out.append((f"{label}, {mode}", f"{r['per_s'][mode]:,.1f} clips/s", against))
     if "packed" in report:
         r = report["packed"]
         out += [("ResNet-20 scratch, 1 run", f"{r['one']:,.0f} img/s", ""),
@@ -274,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{' (smoke sizes)' if args.smoke else ''}", flush=True)
     report = {"name": name, "smoke": args.smoke, "precision": precision(),
               "sizes": {key: getattr(args, key) for key in SIZES}}
-    benches = {"2d": bench_2d, "3d": bench_3d, "packed": bench_packed, "loaders": bench_loaders}
+    benches = {"2d": bench_2d, "3d": bench_3d, "video_demo": bench_video_demo, "packed": bench_packed,
+               "loaders": bench_loaders}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.only:
