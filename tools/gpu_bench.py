@@ -136,14 +136,7 @@ def bench_3d(args, workdir: Path) -> dict:
     weights = write_weights(shipped, workdir)
     smaller = ["data.clip_length=4", "data.sample_size=32", "data.views=2"] if args.smoke else []
     overrides = [*weights, *bench_overrides(shipped, workdir, args, "in_memory", args.clip_batch), *smaller]
-
-    def experiment(compiled: bool) -> Experiment:
-        cfg = with_train(load_config(VIDEO_CONFIG, overrides), precision=precision(), compile=compiled)
-        return Experiment(cfg, fresh_accelerator(cfg), splits=("train",))
-
-    result = eager_vs_compiled(experiment, args)
-    cfg = load_config(VIDEO_CONFIG, overrides)
-    loader = Experiment(cfg, fresh_accelerator(cfg), splits=("train",), sources=False).train_loader
+    result, loader = clip_training(VIDEO_CONFIG, overrides, args)
     for _ in loader.epoch(0):  # warm-up: workers, first decode
         pass
     started, clips = time.perf_counter(), 0
@@ -151,10 +144,25 @@ def bench_3d(args, workdir: Path) -> dict:
         clips += batch["image"].shape[0]
     synchronize()
     loader_rate = clips / (time.perf_counter() - started)
-    result.update(loader_per_s=loader_rate, loader=type(loader).__name__, batch=args.clip_batch,
-                  clip=f"{cfg.data.clip_length}x{cfg.data.sample_size}x{cfg.data.sample_size}",
-                  loader_over_step=loader_rate / max(result["per_s"].values()))
+    result.update(loader_per_s=loader_rate, loader_over_step=loader_rate / max(result["per_s"].values()))
     return result
+
+
+def clip_training(config: str, overrides: list[str], args):
+    """eager_vs_compiled on a shipped video config with the bench's overrides, its network, clip and loader
+    named in the result; and that loader (a fresh one, for timing it alone)."""
+    from engine.config import load_config
+
+    def experiment(compiled: bool) -> Experiment:
+        cfg = with_train(load_config(config, overrides), precision=precision(), compile=compiled)
+        return Experiment(cfg, fresh_accelerator(cfg), splits=("train",))
+
+    result = eager_vs_compiled(experiment, args)
+    cfg = load_config(config, overrides)
+    loader = Experiment(cfg, fresh_accelerator(cfg), splits=("train",), sources=False).train_loader
+    result.update(target=cfg.model.target, batch=cfg.data.batch_size, loader=type(loader).__name__,
+                  clip=f"{cfg.data.clip_length}x{cfg.data.sample_size}x{cfg.data.sample_size}")
+    return result, loader
 
 
 # ---------------------------------------------------------------- the video demo
@@ -163,7 +171,6 @@ def bench_video_demo(args, workdir: Path) -> dict:
     """Whole training epochs of `make train CONFIG=configs/demo/video_sskt.yaml`, in bf16 with the clip loader
     `auto` picks; its frame store is the config's own (made here if missing, as `make train` makes it), or at
     --smoke a 54-video one in the work dir."""
-    from engine.config import load_config
     from tools.demo_video import prepare_config
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -171,17 +178,7 @@ def bench_video_demo(args, workdir: Path) -> dict:
     overrides = [*(small if args.smoke else []), "data.loader=auto", f"data.workers={args.workers}",
                  f"source_cache.root={workdir / 'cache'}", "train.progress=false"]
     prepare_config(DEMO_VIDEO_CONFIG, overrides)
-
-    def experiment(compiled: bool) -> Experiment:
-        cfg = with_train(load_config(DEMO_VIDEO_CONFIG, overrides), precision=precision(), compile=compiled)
-        return Experiment(cfg, fresh_accelerator(cfg), splits=("train",))
-
-    result = eager_vs_compiled(experiment, args)
-    cfg = load_config(DEMO_VIDEO_CONFIG, overrides)
-    loader = Experiment(cfg, fresh_accelerator(cfg), splits=("train",), sources=False).train_loader
-    result.update(target=cfg.model.target, batch=cfg.data.batch_size, loader=type(loader).__name__,
-                  clip=f"{cfg.data.clip_length}x{cfg.data.sample_size}x{cfg.data.sample_size}")
-    return result
+    return clip_training(DEMO_VIDEO_CONFIG, overrides, args)[0]
 
 
 # ---------------------------------------------------------------- packed runs
