@@ -168,9 +168,9 @@ def clip_training(config: str, overrides: list[str], args):
 # ---------------------------------------------------------------- the video demo
 
 def bench_video_demo(args, workdir: Path) -> dict:
-    """Whole training epochs of `make train CONFIG=configs/demo/video_sskt.yaml`, in bf16 with the clip loader
-    `auto` picks; its frame store is the config's own (made here if missing, as `make train` makes it), or at
-    --smoke a 54-video one in the work dir."""
+    """Whole training epochs of `make train CONFIG=configs/demo/video_sskt.yaml`, in bf16 on a GPU, with the clip
+    loader `auto` picks; its frame store is the config's own (made here if missing, as `make train` makes it),
+    or at --smoke a 54-video one in the work dir."""
     from tools.demo_video import prepare_config
 
     workdir.mkdir(parents=True, exist_ok=True)
