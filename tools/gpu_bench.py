@@ -103,7 +103,8 @@ def eager_vs_compiled(build, args) -> dict:
             seconds[mode].append(wall)
     medians = {mode: float(np.median(rates[mode])) for mode in modes}
     return {"per_s": medians, "rounds": rates, "setup_s": setup, "epoch_s": seconds,
-            "compiled_over_eager": medians["compiled"] / medians["eager"]}
+            "compiled_over_eager": medians["compiled"] / medians["eager"],
+            "loader": type(experiments["eager"].train_loader).__name__}
 
 
 # ---------------------------------------------------------------- 2D
@@ -136,7 +137,9 @@ def bench_3d(args, workdir: Path) -> dict:
     weights = write_weights(shipped, workdir)
     smaller = ["data.clip_length=4", "data.sample_size=32", "data.views=2"] if args.smoke else []
     overrides = [*weights, *bench_overrides(shipped, workdir, args, "in_memory", args.clip_batch), *smaller]
-    result, loader = clip_training(VIDEO_CONFIG, overrides, args)
+    result = clip_training(VIDEO_CONFIG, overrides, args)
+    cfg = load_config(VIDEO_CONFIG, overrides)
+    loader = Experiment(cfg, fresh_accelerator(cfg), splits=("train",), sources=False).train_loader  # timed alone
     for _ in loader.epoch(0):  # warm-up: workers, first decode
         pass
     started, clips = time.perf_counter(), 0
@@ -148,9 +151,8 @@ def bench_3d(args, workdir: Path) -> dict:
     return result
 
 
-def clip_training(config: str, overrides: list[str], args):
-    """eager_vs_compiled on a shipped video config with the bench's overrides, its network, clip and loader
-    named in the result; and that loader (a fresh one, for timing it alone)."""
+def clip_training(config: str, overrides: list[str], args) -> dict:
+    """eager_vs_compiled on a shipped video config with the bench's overrides, its network and clip named."""
     from engine.config import load_config
 
     def experiment(compiled: bool) -> Experiment:
@@ -159,10 +161,9 @@ def clip_training(config: str, overrides: list[str], args):
 
     result = eager_vs_compiled(experiment, args)
     cfg = load_config(config, overrides)
-    loader = Experiment(cfg, fresh_accelerator(cfg), splits=("train",), sources=False).train_loader
-    result.update(target=cfg.model.target, batch=cfg.data.batch_size, loader=type(loader).__name__,
+    result.update(target=cfg.model.target, batch=cfg.data.batch_size,
                   clip=f"{cfg.data.clip_length}x{cfg.data.sample_size}x{cfg.data.sample_size}")
-    return result, loader
+    return result
 
 
 # ---------------------------------------------------------------- the video demo
@@ -178,7 +179,7 @@ def bench_video_demo(args, workdir: Path) -> dict:
     overrides = [*(small if args.smoke else []), "data.loader=auto", f"data.workers={args.workers}",
                  f"source_cache.root={workdir / 'cache'}", "train.progress=false"]
     prepare_config(DEMO_VIDEO_CONFIG, overrides)
-    return clip_training(DEMO_VIDEO_CONFIG, overrides, args)[0]
+    return clip_training(DEMO_VIDEO_CONFIG, overrides, args)
 
 
 # ---------------------------------------------------------------- packed runs
