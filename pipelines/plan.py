@@ -79,8 +79,10 @@ class ClipPlan:
     train: every video once per epoch (3D-ResNets-PyTorch; with `drop_last`, but the ragged rest), a
     random view and a random start in 0..max(0, n - length), global batches cut into `world` equal
     slices as in `train_plan`.
-    eval: consecutive non-overlapping clips (starts 0, length, 2 length, ...) covering every
-    frame of every video, view 0, dealt round-robin: every clip exactly once across processes.
+    eval: consecutive non-overlapping clips (starts 0, length, 2 length, ... < n - 1, as the reference's
+    test clips) covering every frame of every video but a lone last one (one clip from frame 0 for a
+    one-frame video, which the reference leaves out), view 0, dealt round-robin: every clip exactly
+    once across processes.
     eval with `eval_clips` k > 0: the reference's validation clips instead (its n_val_samples):
     starts 0, s, 2s, ... < n - 1 with s = max(1, ceil((n - 1 - length) / (k - 1))), about k per
     video (more for videos shorter than a clip, as there); k = 1: one clip from frame 0.
@@ -129,8 +131,8 @@ class ClipPlan:
 
     def _eval_starts(self, n: int) -> np.ndarray:
         k = self.eval_clips
-        if k == 0:
-            return np.arange(0, n, self.length)
+        if k == 0:  # the reference's range(1, n_frames, length), 1-based: a lone last frame starts no clip
+            return np.arange(0, max(n - 1, 1), self.length)
         if k == 1:
             return np.zeros(1, np.int64)
         step = max(1, math.ceil((n - 1 - self.length) / (k - 1)))

@@ -373,7 +373,22 @@ def test_eval_clips_cover_every_frame_once_across_two_processes(ucf):
                 for f in range(start, min(start + T, counts[video])):
                     covered[(video, f)] = covered.get((video, f), 0) + 1
         loader.close()
-    assert covered == {(v, f): 1 for v, n in enumerate(counts) for f in range(n)}
+    # every frame once, but a lone last frame (n = 1 mod T), which the reference's test clips leave out too
+    assert covered == {(v, f): 1 for v, n in enumerate(counts) for f in range(n - (n > 1 and n % T == 1))}
+
+
+def test_eval_clip_starts_are_the_references():
+    """3D_SSKT/datasets/ucf101.py: `for j in range(1, n_frames, step)` over 1-based frames, step the clip
+    length for the test clips (n_samples 0) and max(1, ceil((n - 1 - length) / (k - 1))) for k validation
+    clips; here 0-based. The one deviation: a one-frame video, which the reference drops, gets one clip."""
+    import math
+    for length in (8, 16):
+        for n in range(1, 70):
+            for k in (0, 3):
+                step = length if k == 0 else max(1, math.ceil((n - 1 - length) / (k - 1)))
+                reference = [j - 1 for j in range(1, n, step)] or [0]
+                plan = ClipPlan((n,), length, batch_size=64, train=False, eval_clips=k)
+                assert [s for b in plan(0) for s in b.starts.tolist()] == reference, (length, n, k)
 
 
 def test_train_plan_splits_clips_between_two_processes():
