@@ -12,8 +12,7 @@ Images (original view of every image):
 Clips (test videos, the 3D-ResNets-PyTorch protocol):
   clip_top1, clip_top5, loss every consecutive non-overlapping centre-crop clip of every test video, each
                              scored on its own
-  video_top1, video_top5     per video, the softmax averaged over those clips (the reference's `--test`:
-                             the figure papers report)
+  video_top1, video_top5     per video, the softmax averaged over those clips (the reference's `--test`)
   val_clip_top1, val_loss    the reference's validation (its val.log): about `data.val_clips` clips per video,
                              clip accuracy; val_loss is the target's cross-entropy there
   val_total_loss             with `train.val_total_loss`: the method's whole training loss on those clips
