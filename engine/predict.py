@@ -45,7 +45,7 @@ from pipelines.plan import ClipPlan
 from pipelines.video_frames import VIDEO_SUFFIXES, convert
 from pipelines.views import ClipViewSet
 
-SHORT_SIDE = 128  # tools/preprocess_video.py's default: video frames stored as a data set's store holds them
+SHORT_SIDE = frame_store.DEFAULT_SHORT_SIDE  # video frames stored as tools/preprocess_video.py stores them
 CLIP_BATCH = 8
 IMAGE_BATCH = 64
 

@@ -38,6 +38,9 @@ UNUSED, TRAIN, TEST = 0, 1, 2
 OK, FAILED, SHORT = 0, 1, 2
 BYTE_CHUNK = 1 << 20  # bytes per HDF5 chunk of `frames`
 OFFSET_CHUNK = 1 << 14  # frames per chunk of `frame_offsets`
+# Stored frames' shorter side unless told otherwise: the usual size for 112-pixel clips (MMAction2's UCF-101
+# C3D config resizes to it); the SSKT reference trained on 240-pixel frames (docs/fidelity.md).
+DEFAULT_SHORT_SIDE = 128
 NAME_BYTES, ERROR_BYTES = 256, 300
 
 

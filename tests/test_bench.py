@@ -36,13 +36,14 @@ def test_video_bench_reports_every_figure(tmp_path, capsys):
     every clip figure and ratio comes back."""
     out = tmp_path / "results.json"
     assert main(["--only", "video", "--videos", "4", "--video-frames", "20", "--workers", "1", "--clips", "8",
-                 "--clip-rounds", "1", "--out", str(out)]) == 0
+                 "--clip-rounds", "1", "--short-side", "96", "--out", str(out)]) == 0
     video = json.loads(out.read_text())["video"]
     assert set(video["train_clips_per_s"]) == set(CLIP_FIGURES)
     assert all(len(rates) == 1 and rates[0] > 0 for rates in video["train_clips_per_s_rounds"].values())
     ratios = ("dali_over_jpeg_folder", "dali_over_decode_limit", "store_over_ffmpeg_frames_per_s")
     assert all(video[ratio] > 0 for ratio in ratios)
     assert video["frames"] == 80 and video["bytes"]["frame_store_jpeg_per_frame"] > 0
+    assert video["frame_size"] == {"frame_store": [128, 96], "jpeg_folders": [128, 96]}  # --short-side reaches both
     assert "clips/s" in capsys.readouterr().out
 
 

@@ -1,8 +1,9 @@
 """The video part of `make bench` (tools/bench.py): preprocessing and clip-loading throughput.
 
 Preprocessing: tools/preprocess_video.py (PyAV -> HDF5 frame store) against the reference's
-JPEG-folder extraction (`ffmpeg -i video -vf scale=-1:128 image_%05d.jpg`, the ffmpeg binary of
-the imageio-ffmpeg wheel), the same synthetic 320x240 MPEG-4 AVIs, the same worker count.
+JPEG-folder extraction (`ffmpeg -i video -vf scale=-1:240 image_%05d.jpg`, the ffmpeg binary of
+the imageio-ffmpeg wheel), both at `--short-side` (the store's default, 128; 240: the reference's
+frames), the same synthetic 320x240 MPEG-4 AVIs, the same worker count.
 Loading: training clips/s (T=16, 112x112, batch 8) of frame store + DALI, frame store + torch,
 JPEG folder + PIL DataLoader (3D-ResNets-PyTorch's loader: PIL open, crop, bilinear resize per
 frame), and the decode limit (the same clips' JPEG bytes, already in memory, decoded by DALI in a
@@ -160,14 +161,15 @@ def _bench_preprocessing(args, workdir: Path, videos: dict[str, Path], frames: i
         store.unlink(missing_ok=True)
         with contextlib.redirect_stdout(io.StringIO()):
             status = preprocess_video.main(["--dataset", "ucf101", "--root", str(workdir / "UCF-101"), "--out",
-                                            str(store), "--workers", str(args.workers), "--no-progress"])
+                                            str(store), "--workers", str(args.workers), "--short-side",
+                                            str(args.short_side), "--no-progress"])
         assert status == 0, "preprocessing the benchmark videos failed"
 
     def jpeg_folders():
         shutil.rmtree(folders, ignore_errors=True)
         with ThreadPoolExecutor(args.workers) as pool:  # one ffmpeg process per video, `workers` at a time
-            list(pool.map(lambda item: _ffmpeg_extract(item[1], folders / Path(item[0]).with_suffix("")),
-                          videos.items()))
+            list(pool.map(lambda item: _ffmpeg_extract(item[1], folders / Path(item[0]).with_suffix(""),
+                                                       args.short_side), videos.items()))
 
     for _ in range(PREPROCESS_RUNS):
         timed("frame_store", frame_store)
@@ -177,10 +179,14 @@ def _bench_preprocessing(args, workdir: Path, videos: dict[str, Path], frames: i
     assert len(jpgs) == frames, f"ffmpeg wrote {len(jpgs)} frames, expected {frames}"
     with h5py.File(store, "r") as f:
         jpeg_bytes = int(f["frames"].shape[0])
+        first_offsets = f["frame_offsets"][:2]
+        stored = _jpeg_size(f["frames"][first_offsets[0]: first_offsets[1]].tobytes())
+    extracted = _jpeg_size(jpgs[0].read_bytes())
     rates = {name: float(np.median(r)) for name, r in runs.items()}
     cpu_ms = {name: float(np.median(c)) for name, c in cpu.items()}
     return {
-        "videos": args.videos, "frames": frames, "size": "320x240 MPEG-4 AVI -> shorter side 128", "workers": args.workers,
+        "videos": args.videos, "frames": frames, "size": f"320x240 MPEG-4 AVI -> shorter side {args.short_side}",
+        "workers": args.workers, "frame_size": {"frame_store": stored, "jpeg_folders": extracted},  # as written
         "preprocess_frames_per_s": rates, "preprocess_runs_frames_per_s": runs, "preprocess_load_average": loads,
         "store_over_ffmpeg_frames_per_s": rates["frame_store"] / rates["ffmpeg_jpeg_folders"],
         "preprocess_cpu_ms_per_frame": cpu_ms, "preprocess_runs_cpu_ms_per_frame": cpu,
@@ -191,15 +197,22 @@ def _bench_preprocessing(args, workdir: Path, videos: dict[str, Path], frames: i
     }
 
 
+def _jpeg_size(data: bytes) -> list[int]:
+    with Image.open(io.BytesIO(data)) as image:
+        return list(image.size)
+
+
 def _cpu_seconds() -> float:
     """User + system CPU time of this process and its finished children."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _ffmpeg_extract(video: Path, folder: Path) -> None:
+def _ffmpeg_extract(video: Path, folder: Path, height: int) -> None:
+    """The reference's extraction (3D-ResNets-PyTorch: `ffmpeg -i video -vf scale=-1:240 image_%05d.jpg`) at
+    `height`, the shorter side of the bench's landscape videos."""
     folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(video), "-vf", "scale=-1:128",
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(video), "-vf", f"scale=-1:{height}",
                     str(folder / "image_%05d.jpg")], check=True)
 
 
