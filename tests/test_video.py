@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import multiprocessing
 import shutil
 import subprocess
@@ -381,7 +382,6 @@ def test_eval_clip_starts_are_the_references():
     """3D_SSKT/datasets/ucf101.py: `for j in range(1, n_frames, step)` over 1-based frames, step the clip
     length for the test clips (n_samples 0) and max(1, ceil((n - 1 - length) / (k - 1))) for k validation
     clips; here 0-based. The one deviation: a one-frame video, which the reference drops, gets one clip."""
-    import math
     for length in (8, 16):
         for n in range(1, 70):
             for k in (0, 3):

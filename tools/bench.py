@@ -270,7 +270,8 @@ def main(argv=None) -> int:
     parser.add_argument("--videos", type=int, default=16, help="synthetic 320x240 MPEG-4 AVIs for the video part")
     parser.add_argument("--video-frames", type=int, default=100)
     parser.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE,
-                        help=f"video part: stored frames' shorter side (default {DEFAULT_SHORT_SIDE}; 240: the reference's)")
+                        help=f"video part: stored frames' shorter side (default {DEFAULT_SHORT_SIDE}; "
+                             "240: the reference's)")
     parser.add_argument("--clips", type=int, default=384, help="video part: clips per epoch (48 batches of 8)")
     parser.add_argument("--clip-rounds", type=int, default=9, help="video part: interleaved rounds of every clip figure")
     parser.add_argument("--clip-batch", type=int, help="3D SSKT part: clips per step (default: 2; GPU 8)")

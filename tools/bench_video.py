@@ -212,8 +212,8 @@ def _ffmpeg_extract(video: Path, folder: Path, height: int) -> None:
     """The reference's extraction (3D-ResNets-PyTorch: `ffmpeg -i video -vf scale=-1:240 image_%05d.jpg`) at
     `height`, the shorter side of the bench's landscape videos."""
     folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(video), "-vf", f"scale=-1:{height}",
-                    str(folder / "image_%05d.jpg")], check=True)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(video),
+                    "-vf", f"scale=-1:{height}", str(folder / "image_%05d.jpg")], check=True)
 
 
 def _time_epochs(loader, warm_up: bool = True) -> float:
