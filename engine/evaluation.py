@@ -117,7 +117,7 @@ def evaluate_images(accelerator, network, loader, metrics, prefix: str = "test/"
 
 
 class SampleAveragedPrecision(Metric):
-    """sklearn's average_precision_score(average="samples"); images without a positive are skipped."""
+    """sklearn's average_precision_score per image, averaged over images (sample_average_precision)."""
     full_state_update = False
 
     def __init__(self):
@@ -134,13 +134,20 @@ class SampleAveragedPrecision(Metric):
 
 
 def sample_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    order = scores.argsort(dim=1, descending=True)
+    """The mean over images of sklearn's average_precision_score(targets[i], scores[i]), as the reference
+    scores VOC: each positive adds its recall step times the precision at its score's threshold, so tied
+    scores count as one threshold (their precision is taken after the whole tie); an image without a
+    positive scores 0 (sklearn: recall one at every threshold, precision zero)."""
+    ranked, order = scores.sort(dim=1, descending=True)
     hits = targets.gather(1, order)  # [N, C] 1 where the k-th ranked class is positive
-    precision_at_k = hits.cumsum(1) / torch.arange(1, hits.shape[1] + 1, device=hits.device)
+    columns = torch.arange(hits.shape[1], device=hits.device).expand_as(hits)
+    tie_ends = torch.ones_like(hits, dtype=torch.bool)
+    tie_ends[:, :-1] = ranked[:, :-1] != ranked[:, 1:]
+    # each rank's threshold closes at the last rank of its tie: the first tie end at or after it
+    closes_at = torch.where(tie_ends, columns, hits.shape[1]).flip(1).cummin(1).values.flip(1)
+    precision_at_threshold = hits.cumsum(1).gather(1, closes_at) / (closes_at + 1)
     positives = hits.sum(1)
-    keep = positives > 0
-    ap = (precision_at_k * hits).sum(1)[keep] / positives[keep]
-    return ap.mean()
+    return ((precision_at_threshold * hits).sum(1) / positives.clamp(min=1)).mean()
 
 
 def build_eval_metrics(num_classes: int, multilabel: bool) -> MetricCollection:

@@ -1,4 +1,5 @@
 """Evaluation metrics against hand computations."""
+import numpy as np
 import pytest
 import torch
 
@@ -9,8 +10,38 @@ def test_sample_average_precision_by_hand():
     scores = torch.tensor([[0.9, 0.1, 0.8, 0.3], [0.2, 0.7, 0.1, 0.6], [0.5, 0.4, 0.3, 0.2]])
     targets = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0]])
     # image 0: ranking 0(+) 2 3(+) 1 -> precisions at the positives 1/1 and 2/3 -> AP 5/6
-    # image 1: ranking 1(+) -> AP 1; image 2 has no positive and is skipped
-    assert sample_average_precision(scores, targets).item() == pytest.approx((5 / 6 + 1) / 2)
+    # image 1: ranking 1(+) -> AP 1; image 2 has no positive: AP 0 (sklearn's, as the reference counts it)
+    assert sample_average_precision(scores, targets).item() == pytest.approx((5 / 6 + 1 + 0) / 3)
+
+
+def test_sample_average_precision_counts_a_tie_as_one_threshold():
+    # 0.9(-), then a tie at 0.5 of one positive and one negative, then 0.1(+): sklearn's thresholds give
+    # precision 1/3 at the tie and 2/4 at 0.1 -> AP 5/12, whichever of the tied classes is the positive
+    scores = torch.tensor([[0.9, 0.5, 0.5, 0.1]])
+    for targets in (torch.tensor([[0, 1, 0, 1]]), torch.tensor([[0, 0, 1, 1]])):
+        assert sample_average_precision(scores, targets).item() == pytest.approx(5 / 12)
+
+
+def _sklearn_average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """sklearn's average_precision_score on one image, written out: precision and recall at each distinct
+    score, AP = sum of recall steps x precision (0 when nothing is positive)."""
+    order = np.argsort(-y_score, kind="mergesort")
+    y_true, y_score = y_true[order], y_score[order]
+    thresholds = np.r_[np.flatnonzero(np.diff(y_score)), len(y_true) - 1]
+    tps = np.cumsum(y_true)[thresholds]
+    if tps[-1] == 0:
+        return 0.0
+    precision, recall = tps / (thresholds + 1), tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0, recall]) * precision))
+
+
+def test_sample_average_precision_matches_sklearns_formula_with_coarse_scores():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        scores = (torch.rand(8, 20, generator=generator) * 8).round() / 8  # many ties, as bf16 logits give
+        targets = (torch.rand(8, 20, generator=generator) < 0.15).float()
+        want = np.mean([_sklearn_average_precision(t, s) for t, s in zip(targets.numpy(), scores.numpy())])
+        assert sample_average_precision(scores, targets).item() == pytest.approx(want, abs=1e-6)
 
 
 def test_multilabel_metrics_report_map_and_sample_ap():
