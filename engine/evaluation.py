@@ -13,6 +13,8 @@ Clips (test videos, the 3D-ResNets-PyTorch protocol):
   clip_top1, clip_top5, loss every consecutive non-overlapping centre-crop clip of every test video, each
                              scored on its own
   video_top1, video_top5     per video, the softmax averaged over those clips (the reference's `--test`)
+  video_top1_by_name         the same predictions scored as the reference's test.py scores them: right when
+                             the predicted class's name occurs in the video's name (class_named)
   val_clip_top1, val_loss    the reference's validation (its val.log): about `data.val_clips` clips per video,
                              clip accuracy; val_loss is the target's cross-entropy there
   val_total_loss             with `train.val_total_loss`: the method's whole training loss on those clips
@@ -177,9 +179,11 @@ def build_clip_evaluator(cfg, videos, accelerator, total_loss: BatchLoss | None 
     test_loader = clip_loader(0)
     val_loader = clip_loader(data.val_clips) if data.val_clips else None
     labels = torch.as_tensor(videos.labels, device=device)
+    named = class_named(videos.video_names(), videos.class_names).to(device)
 
     def evaluate(network, prefix: str) -> dict[str, float]:
-        record = evaluate_clips(accelerator, network, test_loader, labels, videos.num_classes, prefix)
+        record = evaluate_clips(accelerator, network, test_loader, labels, videos.num_classes, prefix,
+                                class_named=named)
         if val_loader is not None:
             val = evaluate_clips(accelerator, network, val_loader, labels, videos.num_classes, prefix, total_loss)
             for name in ("clip_top1", "loss", "total_loss", "clips"):
@@ -190,12 +194,22 @@ def build_clip_evaluator(cfg, videos, accelerator, total_loss: BatchLoss | None 
     return evaluate
 
 
+def class_named(video_names: list[str], class_names: list[str]) -> torch.Tensor:
+    """bool [videos, classes]: the class's name occurs in the video's own name (case-insensitive; the part
+    after the last `/`, without the class folder): the SSKT reference's test.py counts a video as right when
+    its predicted class is named there, so on UCF-101 a Punch prediction is right on v_BoxingPunchingBag_*."""
+    own = [name.rsplit("/", 1)[-1].lower() for name in video_names]
+    return torch.tensor([[c.lower() in name for c in class_names] for name in own],
+                        dtype=torch.bool).reshape(len(own), len(class_names))
+
+
 @torch.no_grad()
 def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, num_classes: int,
-                   prefix: str = "test/", total_loss: BatchLoss | None = None) -> dict[str, float]:
+                   prefix: str = "test/", total_loss: BatchLoss | None = None,
+                   class_named: torch.Tensor | None = None) -> dict[str, float]:
     """Clip accuracy and loss (and `total_loss`, when given) over the loader's clips, and video accuracy from
-    the mean softmax of each video's clips; every process scores its share of the clips (maybe none), the sums
-    are reduced."""
+    the mean softmax of each video's clips (and, given `class_named`, the reference's test.py accuracy, by
+    name); every process scores its share of the clips (maybe none), the sums are reduced."""
     device = accelerator.device
     totals = torch.zeros(5, device=device)  # clips, correct top-1, correct top-5, summed loss, summed total loss
 
@@ -214,6 +228,9 @@ def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, num
     video_hits5 = top5_hits(scores, video_labels)[seen].float()
     n = float(totals[0])
     record = {"clip_top1": 100 * float(totals[1]) / n, "video_top1": 100 * float(video_hits.mean())}
+    if class_named is not None:
+        by_name = class_named[torch.arange(len(scores), device=scores.device), scores.argmax(1)]
+        record["video_top1_by_name"] = 100 * float(by_name[seen].float().mean())
     if scores.shape[1] > 5:
         record.update(clip_top5=100 * float(totals[2]) / n, video_top5=100 * float(video_hits5.mean()))
     record = {f"{prefix}{k}": round(v, 4) for k, v in record.items()}

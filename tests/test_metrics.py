@@ -92,3 +92,27 @@ def test_video_accuracy_is_the_mean_softmax_of_a_videos_clips_not_its_clips_hits
     assert record["test/clips"] == 5 and record["test/videos"] == 2
     assert record["test/clip_top1"] == pytest.approx(60.0)
     assert record["test/video_top1"] == pytest.approx(100.0)
+
+
+def test_video_accuracy_by_name_scores_as_the_references_test_py():
+    """UCF-101's names: a Punch prediction on a BoxingPunchingBag video is wrong by label and right by name
+    (test.py: `label.lower() in video_name.lower()`); the class folder in front of the name does not count."""
+    import torch.nn as nn
+    from accelerate import Accelerator
+    from engine.evaluation import class_named, evaluate_clips
+
+    classes = ["BoxingPunchingBag", "Punch", "Rowing"]
+    names = ["BoxingPunchingBag/v_BoxingPunchingBag_g01_c01", "Punch/v_Punch_g01_c01", "Rowing/v_Rowing_g01_c01"]
+    named = class_named(names, classes)
+    assert named.tolist() == [[True, True, False], [False, True, False], [False, False, True]]
+    punch, rowing = [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]  # every video predicted Punch but the last
+    batches = [{"image": torch.tensor([punch, punch, punch]), "label": torch.tensor([0, 1, 2]),
+                "video": torch.tensor([0, 1, 2])}]
+    record = evaluate_clips(Accelerator(cpu=True), nn.Identity(), _Clips(batches), torch.tensor([0, 1, 2]), 3,
+                            class_named=named)
+    assert record["test/video_top1"] == pytest.approx(100 / 3, abs=1e-3)  # only the Punch video
+    assert record["test/video_top1_by_name"] == pytest.approx(200 / 3, abs=1e-3)  # and the BoxingPunchingBag one
+    batches[0]["image"][2] = torch.tensor(rowing)
+    record = evaluate_clips(Accelerator(cpu=True), nn.Identity(), _Clips(batches), torch.tensor([0, 1, 2]), 3,
+                            class_named=named)
+    assert record["test/video_top1"] == pytest.approx(200 / 3, abs=1e-3) and record["test/video_top1_by_name"] == 100

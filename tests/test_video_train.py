@@ -125,6 +125,7 @@ def test_sskt_video_run_cached_and_live(config, store, capsys):
     final = summary["final"]
     for key in ("test/clip_top1", "test/video_top1", "test/val_clip_top1", "test/loss", "test/val_loss"):
         assert key in final and (key.endswith("loss") or 0 <= final[key] <= 100), key
+    assert final["test/video_top1_by_name"] == final["test/video_top1"]  # no class is named in another's videos
     assert final["test/videos"] == 2 and final["test/clips"] == 2 * -(-20 // T)  # every frame, in 8-frame clips
     assert final["test/val_clips"] == 2 * len(range(0, 19, max(1, -(-(20 - 1 - T) // 2))))  # the reference's starts
     assert cached["train/images"] == 8  # clips: every training video once

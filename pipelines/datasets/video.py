@@ -52,6 +52,10 @@ class VideoSet:
         w, h = stored_size(int(t.width[row]), int(t.height[row]), int(t.attrs["short_side"]))
         return h, w
 
+    def video_names(self) -> list[str]:
+        """Each video's name in the store (`<class>/<video>` for the official layouts)."""
+        return [self.store.table.names[row] for row in self.rows]
+
     def clip_jpegs(self, i: int, frames: np.ndarray) -> list[np.ndarray]:
         return self.store.clip_jpegs(int(self.rows[i]), frames)
 
