@@ -18,7 +18,8 @@ def make_summary(cfg, history: list[dict], state: dict, params: dict, accelerato
     images = sum(r.get("train/images", 0) for r in history)
     summary = {
         "run": cfg.run.name, "seed": cfg.seed, "dataset": dataset or cfg.data.dataset, "target": cfg.model.target,
-        "head": cfg.model.head, "method": cfg.method.name, "sources": [s.name for s in cfg.sources],
+        "head": cfg.model.head if params.get("training_heads") else None,  # none trained: scratch, KD, DML
+        "method": cfg.method.name, "sources": [s.name for s in cfg.sources],
         "epochs": state["epoch"], "metric": main_metric, "lr_schedule": lr_schedule(cfg.optim),
         "final": {k: v for k, v in last.items() if k.startswith("test/")},
         "best": {main_metric: state["best"], "epoch": state["best_epoch"]},

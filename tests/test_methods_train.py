@@ -74,6 +74,7 @@ def test_every_method_writes_a_summary(write_config, tmp_path):
         reset()
         saved = json.loads((cfg.run_dir() / "summary.json").read_text())
         assert saved["method"] == method and saved["epochs"] == 1 and 0 <= saved["final"]["test/top1"] <= 100
+        assert (saved["head"] is None) == (method in ("scratch", "kd", "dml"))  # a head only where one trains
         final = torch.load(cfg.run_dir() / "checkpoints" / "final.pt", weights_only=True)
         assert final["arch"] == "resnet8" and final["num_classes"] == 6 and final["input_size"] == [32, 32]
         assert final["mean"] == pytest.approx([0.4914, 0.4822, 0.4465]) and len(final["class_names"]) == 6
