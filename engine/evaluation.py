@@ -183,7 +183,7 @@ def build_clip_evaluator(cfg, videos, accelerator, total_loss: BatchLoss | None 
 
     def evaluate(network, prefix: str) -> dict[str, float]:
         record = evaluate_clips(accelerator, network, test_loader, labels, videos.num_classes, prefix,
-                                class_named=named)
+                                name_matches=named)
         if val_loader is not None:
             val = evaluate_clips(accelerator, network, val_loader, labels, videos.num_classes, prefix, total_loss)
             for name in ("clip_top1", "loss", "total_loss", "clips"):
@@ -206,10 +206,10 @@ def class_named(video_names: list[str], class_names: list[str]) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, num_classes: int,
                    prefix: str = "test/", total_loss: BatchLoss | None = None,
-                   class_named: torch.Tensor | None = None) -> dict[str, float]:
+                   name_matches: torch.Tensor | None = None) -> dict[str, float]:
     """Clip accuracy and loss (and `total_loss`, when given) over the loader's clips, and video accuracy from
-    the mean softmax of each video's clips (and, given `class_named`, the reference's test.py accuracy, by
-    name); every process scores its share of the clips (maybe none), the sums are reduced."""
+    the mean softmax of each video's clips (and, given `name_matches` [videos, classes] from class_named, the
+    reference's test.py accuracy, by name); every process scores its share of the clips (maybe none), the sums are reduced."""
     device = accelerator.device
     totals = torch.zeros(5, device=device)  # clips, correct top-1, correct top-5, summed loss, summed total loss
 
@@ -228,8 +228,8 @@ def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, num
     video_hits5 = top5_hits(scores, video_labels)[seen].float()
     n = float(totals[0])
     record = {"clip_top1": 100 * float(totals[1]) / n, "video_top1": 100 * float(video_hits.mean())}
-    if class_named is not None:
-        by_name = class_named[torch.arange(len(scores), device=scores.device), scores.argmax(1)]
+    if name_matches is not None:
+        by_name = name_matches[torch.arange(len(scores), device=scores.device), scores.argmax(1)]
         record["video_top1_by_name"] = 100 * float(by_name[seen].float().mean())
     if scores.shape[1] > 5:
         record.update(clip_top5=100 * float(totals[2]) / n, video_top5=100 * float(video_hits5.mean()))

@@ -109,10 +109,10 @@ def test_video_accuracy_by_name_scores_as_the_references_test_py():
     batches = [{"image": torch.tensor([punch, punch, punch]), "label": torch.tensor([0, 1, 2]),
                 "video": torch.tensor([0, 1, 2])}]
     record = evaluate_clips(Accelerator(cpu=True), nn.Identity(), _Clips(batches), torch.tensor([0, 1, 2]), 3,
-                            class_named=named)
+                            name_matches=named)
     assert record["test/video_top1"] == pytest.approx(100 / 3, abs=1e-3)  # only the Punch video
     assert record["test/video_top1_by_name"] == pytest.approx(200 / 3, abs=1e-3)  # and the BoxingPunchingBag one
     batches[0]["image"][2] = torch.tensor(rowing)
     record = evaluate_clips(Accelerator(cpu=True), nn.Identity(), _Clips(batches), torch.tensor([0, 1, 2]), 3,
-                            class_named=named)
+                            name_matches=named)
     assert record["test/video_top1"] == pytest.approx(200 / 3, abs=1e-3) and record["test/video_top1_by_name"] == 100
