@@ -131,9 +131,9 @@ class ClipPlan:
 
     def _eval_starts(self, n: int) -> np.ndarray:
         k = self.eval_clips
-        if k == 0:  # the reference's range(1, n_frames, length), 1-based: a lone last frame starts no clip
-            return np.arange(0, max(n - 1, 1), self.length)
         if k == 1:
             return np.zeros(1, np.int64)
-        step = max(1, math.ceil((n - 1 - self.length) / (k - 1)))
+        # the reference's one loop, range(1, n_frames, step) over 1-based frames: test clips step a clip length
+        # (a lone last frame starts none), validation clips spread k over the video
+        step = self.length if k == 0 else max(1, math.ceil((n - 1 - self.length) / (k - 1)))
         return np.arange(0, max(n - 1, 1), step)
