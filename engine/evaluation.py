@@ -209,7 +209,8 @@ def evaluate_clips(accelerator, network, loader, video_labels: torch.Tensor, num
                    name_matches: torch.Tensor | None = None) -> dict[str, float]:
     """Clip accuracy and loss (and `total_loss`, when given) over the loader's clips, and video accuracy from
     the mean softmax of each video's clips (and, given `name_matches` [videos, classes] from class_named, the
-    reference's test.py accuracy, by name); every process scores its share of the clips (maybe none), the sums are reduced."""
+    reference's test.py accuracy, by name); every process scores its share of the clips (maybe none), the sums
+    are reduced."""
     device = accelerator.device
     totals = torch.zeros(5, device=device)  # clips, correct top-1, correct top-5, summed loss, summed total loss
 

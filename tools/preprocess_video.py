@@ -457,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-list", type=Path, help="folders: the training videos, one <class>/<video> a line")
     parser.add_argument("--test-list", type=Path, help="folders: the test videos, one <class>/<video> a line")
     parser.add_argument("--short-side", type=int, default=frame_store.DEFAULT_SHORT_SIDE,
-                        help=f"stored frames' shorter side in pixels (default {frame_store.DEFAULT_SHORT_SIDE}; 240: the reference's frames)")
+                        help=f"stored frames' shorter side in pixels (default {frame_store.DEFAULT_SHORT_SIDE}; "
+                             "240: the reference's frames)")
     parser.add_argument("--qscale", type=int, default=3, help="JPEG quantiser scale, 2 (best) .. 31")
     parser.add_argument("--clip-length", type=int, default=16, help="videos with fewer frames are flagged")
     parser.add_argument("--workers", type=int, default=available_cores(), help="decoder processes (default: the cores)")
